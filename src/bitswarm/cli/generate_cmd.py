@@ -1,0 +1,56 @@
+"""`bitswarm generate`: answer a prompt with a stored model."""
+
+from __future__ import annotations
+
+import typer
+
+from bitswarm.cli.output import JSON_HELP, UserError, emit_json, err, out, reporting
+from bitswarm.cli.state import state
+from bitswarm.store.cid import is_cid
+
+
+def generate(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", help="CID of a stored model, or a label from `store ls`."),
+    prompt: str = typer.Option(..., "--prompt", help="The prompt text."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, max=4096, help="Most tokens to generate."),
+    raw: bool = typer.Option(False, "--raw", help="Feed the prompt as is, without the model's chat template."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Generate a completion (greedy decoding) for a prompt."""
+    with reporting(as_json):
+        st = state(ctx)
+        settings = st.settings()
+        store = st.store()
+        cid = model
+        if not is_cid(model):
+            hits = store.find_label(model)
+            if not hits:
+                raise UserError(
+                    f"--model {model!r} is neither a CID nor a label in the store; "
+                    "import one with `bitswarm model import NAME`"
+                )
+            cid = hits[0]
+        import torch
+
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        from bitswarm.models.generate import generate as run
+
+        streaming = not as_json
+        if streaming:
+            err.print(f"[dim]loading {cid[:19]}…[/]")
+
+        def show(piece: str) -> None:
+            if streaming:
+                out.print(piece, end="", highlight=False, markup=False)
+
+        result = run(store, cid, prompt, max_new_tokens, chat=not raw, on_token=show)
+        if as_json:
+            emit_json(result.as_dict())
+        else:
+            out.print()
+            err.print(
+                f"[dim]{result.new_tokens} tokens in {result.seconds:.1f}s "
+                f"({result.as_dict()['tokens_per_second']} tokens/s)[/]"
+            )

@@ -1,0 +1,52 @@
+"""Entry point of the `bitswarm` command: top-level options and the subcommand tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bitswarm import __version__
+from bitswarm.cli import config_cmd, identity_cmd, model_cmd, store_cmd
+from bitswarm.cli.generate_cmd import generate
+from bitswarm.cli.state import State
+from bitswarm.node.home import resolve_home
+
+app = typer.Typer(
+    name="bitswarm",
+    help="bitswarm: a network for machine learning that nobody has to trust.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(store_cmd.app, name="store")
+app.add_typer(model_cmd.app, name="model")
+app.add_typer(identity_cmd.app, name="identity")
+app.add_typer(config_cmd.app, name="config")
+app.command("generate")(generate)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bitswarm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    home: Path = typer.Option(
+        None, "--home", help="Data directory (default: $BITSWARM_HOME, else ~/.bitswarm).", show_default=False
+    ),
+    config: Path = typer.Option(
+        None, "--config", help="Config file (default: config.toml in the data directory).", show_default=False
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+):
+    ctx.obj = State(home=resolve_home(home), config_path=config.expanduser().absolute() if config else None)
+
+
+def run() -> None:
+    app()

@@ -1,0 +1,40 @@
+"""What the top-level options decide for every subcommand: the data directory and the config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+
+from bitswarm.node.config import ConfigError, Settings, load_settings
+from bitswarm.node.home import config_file, resolve_home, store_dir
+from bitswarm.store import BlobStore
+
+
+@dataclass
+class State:
+    home: Path
+    config_path: Path | None = None  # from --config; None means <home>/config.toml
+    _settings: Settings | None = field(default=None, repr=False)
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_path if self.config_path is not None else config_file(self.home)
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            if self.config_path is not None and not self.config_path.is_file():
+                raise ConfigError(f"config file {self.config_path} does not exist")
+            self._settings = load_settings(self.config_file)
+        return self._settings
+
+    def store(self) -> BlobStore:
+        return BlobStore(store_dir(self.home))
+
+
+def state(ctx: typer.Context) -> State:
+    root = ctx.find_root()
+    if root.obj is None:  # invoked without the top-level callback (tests calling a sub-app)
+        root.obj = State(home=resolve_home())
+    return root.obj

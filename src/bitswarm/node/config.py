@@ -1,0 +1,135 @@
+"""One validated settings model: defaults < config.toml < BITSWARM_* environment < explicit values."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from bitswarm.store.atomic import atomic_write_text
+
+ENV_PREFIX = "BITSWARM_"
+
+
+class ConfigError(Exception):
+    """A config file or value that cannot be used; the message names the field and what is allowed."""
+
+
+class Settings(BaseSettings):
+    """Node settings. Each field can be set in config.toml or as BITSWARM_<FIELD> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    rpc_url: str = Field(
+        "http://127.0.0.1:8545",
+        description="JSON-RPC endpoint of the EVM chain; the embedded devnet listens here by default",
+    )
+    api_host: str = Field(
+        "127.0.0.1",
+        description="address the node's HTTP API binds to; loopback unless you mean to expose it",
+    )
+    api_port: int = Field(8700, ge=1, le=65535, description="TCP port of the node's HTTP API")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="compute threads for training and inference; unset uses every core",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="how much the node logs"
+    )
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _url_scheme(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError("must start with http://, https://, ws:// or wss://")
+        return v
+
+
+def _sources_for(toml_path: Path | None):
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ):
+            sources = [init_settings, env_settings]
+            if toml_path is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            return tuple(sources)
+
+    return _FromFile
+
+
+def _describe(err: ValidationError, toml_path: Path | None) -> str:
+    lines = []
+    allowed = ", ".join(Settings.model_fields)
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(config)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown setting '{field}'; allowed settings: {allowed}")
+            continue
+        got = e.get("input")
+        lines.append(
+            f"invalid value for '{field}': {e['msg']} (got {got!r}); "
+            f"set it in {toml_path or 'config.toml'} or as {ENV_PREFIX}{field.upper()}"
+        )
+    return "\n".join(lines)
+
+
+def load_settings(toml_path: Path | None, **overrides: Any) -> Settings:
+    """Read settings; a missing file means defaults, a broken one is a ConfigError."""
+    path = Path(toml_path) if toml_path is not None else None
+    if path is not None and path.exists():
+        try:
+            tomllib.loads(path.read_text("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    else:
+        path = None
+    try:
+        loaded = _sources_for(path)(**overrides)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, path)) from None
+    return Settings.model_construct(**loaded.model_dump())
+
+
+def set_value(toml_path: Path, key: str, value: str) -> Settings:
+    """Validate one new value against the whole file, then write the file atomically."""
+    if key not in Settings.model_fields:
+        raise ConfigError(f"unknown setting '{key}'; allowed settings: {', '.join(Settings.model_fields)}")
+    current: dict[str, Any] = {}
+    if toml_path.exists():
+        try:
+            current = tomllib.loads(toml_path.read_text("utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{toml_path} is not valid TOML: {e}") from None
+    candidate = {**current, key: value}
+    try:
+        checked = Settings.model_validate(candidate)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, toml_path)) from None
+    current[key] = getattr(checked, key)
+    atomic_write_text(toml_path, tomli_w.dumps({k: v for k, v in current.items() if v is not None}))
+    return checked
+
+
+def describe_fields() -> list[dict[str, Any]]:
+    return [
+        {"name": name, "default": f.default, "description": f.description or ""}
+        for name, f in Settings.model_fields.items()
+    ]
