@@ -66,7 +66,10 @@ def _cached(store: BlobStore, key: str) -> str | None:
         cid = json.loads(_conversion_cache(store).read_text("utf-8")).get(key)
     except (FileNotFoundError, ValueError):
         return None
-    return cid if isinstance(cid, str) and is_cid(cid) and store.has(cid) else None
+    if not (isinstance(cid, str) and is_cid(cid) and store.has(cid)):
+        return None
+    # A damaged blob is not reused: converting again and storing it repairs the blob.
+    return cid if not store.verify(cid)["corrupt"] else None
 
 
 def _remember(store: BlobStore, key: str, cid: str) -> None:

@@ -70,6 +70,10 @@ def create(home: Path, passphrase: str, replace: bool = False) -> Identity:
                 "pass --replace to make a new one (the old files are kept as *.replaced-<time>)"
             )
         stamp = time.strftime("%Y%m%dT%H%M%S")
+        n = 0
+        while any(p.with_name(f"{p.name}.replaced-{stamp}").exists() for p in (account_file, peer_file)):
+            n += 1  # never let a second replacement in the same second clobber the first backup
+            stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{n}"
         for p in (account_file, peer_file):
             if p.exists():
                 os.replace(p, p.with_name(f"{p.name}.replaced-{stamp}"))

@@ -297,10 +297,10 @@ class BlobStore:
             raise BlobNotFound(
                 f"no blob {cid} in the store at {self.root}; `bitswarm store ls` lists what it holds"
             )
-        if self.kind(cid) != "dir":
-            raise StoreError(f"blob {cid} is a file, not a directory")
         staging = self._tmp_path()
-        self.get(cid, staging, progress)
+        if self.get(cid, staging, progress) != "dir":
+            staging.unlink()
+            raise StoreError(f"blob {cid} is a file, not a directory")
         try:
             os.replace(staging, target)
         except OSError:

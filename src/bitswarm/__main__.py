@@ -1,0 +1,5 @@
+"""`python -m bitswarm` runs the `bitswarm` command."""
+
+from bitswarm.cli.main import run
+
+run()
