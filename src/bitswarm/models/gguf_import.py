@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from bitswarm.models import ModelError
@@ -16,8 +15,6 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> None:
     gguf_file = Path(gguf_file)
     if not gguf_file.is_file():
         raise ModelError(f"GGUF file not found: {gguf_file}")
-    # transformers' GGUF reader draws its own tqdm bar; the CLI shows its own progress instead.
-    os.environ["TQDM_DISABLE"] = "1"
     try:
         tok = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
         model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
