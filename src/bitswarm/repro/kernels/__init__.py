@@ -1,0 +1,1 @@
+"""Fast implementations of the reference ops, bit-identical to `bitswarm.repro.reference`."""

@@ -1,0 +1,1 @@
+"""The executable spec: numpy implementations whose operation order every kernel must reproduce."""
