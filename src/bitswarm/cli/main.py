@@ -9,6 +9,7 @@ import typer
 from bitswarm import __version__
 from bitswarm.cli import config_cmd, identity_cmd, model_cmd, store_cmd
 from bitswarm.cli.generate_cmd import generate
+from bitswarm.cli.train_cmd import spec_app, train
 from bitswarm.cli.state import State
 from bitswarm.node.home import resolve_home
 
@@ -24,6 +25,8 @@ app.add_typer(model_cmd.app, name="model")
 app.add_typer(identity_cmd.app, name="identity")
 app.add_typer(config_cmd.app, name="config")
 app.command("generate")(generate)
+app.add_typer(spec_app, name="spec")
+app.command("train")(train)
 
 
 def _version(value: bool) -> None:

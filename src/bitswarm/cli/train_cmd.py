@@ -1,0 +1,96 @@
+"""`bitswarm spec` and `bitswarm train`: write a training spec, run it bit-exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from bitswarm.cli.output import JSON_HELP, UserError, emit_json, err, out, reporting
+from bitswarm.cli.state import state
+
+spec_app = typer.Typer(help="Write example job specs.", no_args_is_help=True)
+example_app = typer.Typer(help="Print an example spec.", no_args_is_help=True)
+spec_app.add_typer(example_app, name="example")
+
+BACKENDS = {"repro": "numba", "reference": "reference", "native": "native"}
+
+
+@example_app.command("train")
+def example_train(
+    model: str = typer.Option(..., "--model", help="CID of the base model."),
+    steps: int = typer.Option(20, "--steps", min=1, help="Optimizer steps."),
+    out_file: Path = typer.Option(None, "--out", help="Also write the spec as YAML to this file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the spec as one JSON object (itself a valid spec)."),
+):
+    """A valid training spec on the built-in synthetic arithmetic data."""
+    from bitswarm.jobs.spec import example_spec
+
+    with reporting(as_json):
+        try:
+            spec = example_spec(model, steps)
+        except Exception as e:  # pydantic names the field
+            raise UserError(f"cannot build a spec: {e}") from None
+        if out_file is not None:
+            from bitswarm.store.atomic import atomic_write_text
+
+            atomic_write_text(out_file, spec.to_yaml())
+        if as_json:
+            emit_json(spec.model_dump(mode="json"))
+        else:
+            out.print(spec.to_yaml(), end="", highlight=False)
+            if out_file is not None:
+                err.print(f"[dim]written to {out_file}[/]")
+
+
+def train(
+    ctx: typer.Context,
+    spec_file: Path = typer.Option(..., "--spec", help="Training spec (YAML or JSON)."),
+    backend: str = typer.Option("repro", "--backend", help="repro (bit-exact numba kernels), reference (the numpy spec; slow) or native (plain torch; not verifiable)."),
+    out_dir: Path = typer.Option(..., "--out", help="Run directory: checkpoints, steps.jsonl, result.json."),
+    threads: int = typer.Option(None, "--threads", min=1, help="Compute threads (never changes repro results)."),
+    micro_batch: int = typer.Option(None, "--micro-batch", min=1, help="Sequences per forward/backward pass; must divide the global batch (never changes repro results)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Train a model as a spec says; prints the final state hash and the Merkle root of all step hashes."""
+    from bitswarm.jobs.datasets import DatasetError
+    from bitswarm.jobs.spec import SpecError, load_spec
+    from bitswarm.jobs.train_job import JobError, run_training
+    from bitswarm.repro.backend import BackendError
+    from bitswarm.repro.config import ModelConfigError
+    from bitswarm.repro.train import TrainError
+
+    with reporting(as_json):
+        if backend not in BACKENDS:
+            raise UserError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        st = state(ctx)
+        if threads is None:
+            threads = st.settings().threads
+        try:
+            spec = load_spec(spec_file)
+            progress = None
+            if not as_json:
+                progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                                    TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
+                                    TimeRemainingColumn(), console=err, transient=True)
+                progress.start()
+                task = progress.add_task("train", total=spec.steps, loss="…")
+
+            def on_step(row):
+                if progress is not None:
+                    progress.update(task, completed=row["step"], loss=f"{row['loss']:.4f}")
+
+            try:
+                result = run_training(st.store(), spec, out_dir, BACKENDS[backend], threads, micro_batch, resume, on_step)
+            finally:
+                if progress is not None:
+                    progress.stop()
+        except (SpecError, JobError, DatasetError, BackendError, ModelConfigError, TrainError) as e:
+            raise UserError(str(e)) from None
+        if as_json:
+            emit_json(result)
+        else:
+            out.print(f"final state hash  {result['final_state_hash']}\nsteps             {result['steps']}\n"
+                      f"step hashes root  {result['step_hashes_root']}")

@@ -1,0 +1,1 @@
+"""Jobs: validated job specs and the code that runs them against the store and repro."""

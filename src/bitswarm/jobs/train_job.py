@@ -1,0 +1,92 @@
+"""Runs a training spec: resolves the model and data from the store, then repro's training loop."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from bitswarm.jobs.datasets import ArithmeticData, JsonlData, _pad_id, to_micro_batch
+from bitswarm.jobs.spec import TrainSpec, parse_spec
+from bitswarm.repro import train as repro_train
+from bitswarm.repro.backend import get_backend, set_threads
+from bitswarm.repro.config import LlamaConfig
+from bitswarm.repro.model import Llama
+from bitswarm.repro.weights import load_params
+from bitswarm.store import BlobStore
+
+SPEC_FILE = "spec.json"
+
+
+class JobError(RuntimeError):
+    pass
+
+
+def hyper_from(spec: TrainSpec) -> repro_train.Hyper:
+    return repro_train.Hyper(
+        lr=spec.lr.peak, warmup_steps=spec.lr.warmup_steps, schedule=spec.lr.schedule, min_lr=spec.lr.min_lr,
+        total_steps=spec.steps, beta1=spec.optimizer.beta1, beta2=spec.optimizer.beta2, eps=spec.optimizer.eps,
+        weight_decay=spec.optimizer.weight_decay, grad_clip=spec.optimizer.grad_clip, loss=spec.loss,
+        clip_low=spec.grpo.clip_low, clip_high=spec.grpo.clip_high,
+    )
+
+
+def _check_run_dir(out: Path, spec: TrainSpec, resume: bool) -> None:
+    spec_file = out / SPEC_FILE
+    if spec_file.exists():
+        if not resume:
+            raise JobError(f"{out} already holds a run; pass --resume to continue it, or choose a new --out")
+        previous = parse_spec(json.loads(spec_file.read_text()))
+        if previous != spec:
+            raise JobError(f"{out} holds a run of a different spec; --resume needs the same spec")
+    elif out.exists() and any(out.iterdir()):
+        raise JobError(f"{out} is not empty and holds no run; choose an empty or new --out")
+
+
+def run_training(
+    store: BlobStore,
+    spec: TrainSpec,
+    out: Path,
+    backend: str = "numba",
+    threads: int | None = None,
+    micro_batch: int | None = None,
+    resume: bool = False,
+    on_step: Callable[[dict], None] | None = None,
+) -> dict:
+    out = Path(out)
+    _check_run_dir(out, spec, resume)
+    mb = micro_batch or spec.global_batch
+    if mb < 1 or spec.global_batch % mb:
+        raise JobError(f"--micro-batch {mb} must divide the global batch of {spec.global_batch}")
+    set_threads(threads)
+    B = get_backend(backend)
+    model_dir = store.checkout(spec.model)
+    from transformers import AutoTokenizer
+
+    cfg = LlamaConfig.from_dir(model_dir)
+    if spec.seq_len > cfg.max_position_embeddings:
+        raise JobError(f"seq_len {spec.seq_len} exceeds the model's context of {cfg.max_position_embeddings}")
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if spec.dataset.kind == "synthetic":
+        data = ArithmeticData(tok, spec.seq_len, spec.global_batch, spec.seed)
+    else:
+        data = JsonlData(store, spec.dataset.cid, tok, spec.seq_len, spec.global_batch, spec.seed, spec.loss == "grpo")
+    pad = _pad_id(tok)
+
+    def batches_for_step(step: int):
+        ex = data.examples(step)
+        return [to_micro_batch(ex[i : i + mb], spec.seq_len, pad, spec.loss == "grpo") for i in range(0, len(ex), mb)]
+
+    params = load_params(model_dir, cfg)
+    model = Llama(cfg, params, B)
+    state = repro_train.TrainState(params, spec.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / SPEC_FILE).exists():
+        (out / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
+    result = repro_train.run(
+        model, state, batches_for_step, hyper_from(spec), spec.steps, out, spec.checkpoint_every,
+        resume=resume, on_step=on_step,
+    )
+    result["backend"] = B.name
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,60 @@
+"""Canonical hashes of tensors and training states (DESIGN rule 7).
+
+tensor hash = sha256( b"bitswarm-tensor-v1\\0" | dtype name (ASCII) | b"\\0" | u32 ndim |
+                      u64 per dimension | the elements' little-endian bytes in C order )
+All integers little-endian. A state hash is sha256 over b"bitswarm-state-v1\\0", u64 step, then
+for each entry in the order the caller gives (canonical: sorted names): u32 name length,
+UTF-8 name, and the entry's 32-byte tensor hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable
+
+import numpy as np
+
+TENSOR_DOMAIN = b"bitswarm-tensor-v1\x00"
+STATE_DOMAIN = b"bitswarm-state-v1\x00"
+_ALLOWED = {np.dtype(t) for t in ("float32", "int64", "int32", "uint32", "uint64", "uint8", "bool")}
+
+
+def tensor_digest(x: np.ndarray) -> bytes:
+    arr = np.asarray(x)
+    if arr.dtype not in _ALLOWED:
+        raise TypeError(f"cannot hash dtype {arr.dtype}; allowed: {sorted(str(d) for d in _ALLOWED)}")
+    h = hashlib.sha256(TENSOR_DOMAIN)
+    h.update(arr.dtype.name.encode("ascii") + b"\x00")
+    h.update(struct.pack("<I", arr.ndim) + b"".join(struct.pack("<Q", d) for d in arr.shape))
+    h.update(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
+    return h.digest()
+
+
+def tensor_hash(x: np.ndarray) -> str:
+    return tensor_digest(x).hex()
+
+
+def state_hash(step: int, entries: Iterable[tuple[str, np.ndarray]]) -> str:
+    h = hashlib.sha256(STATE_DOMAIN + struct.pack("<Q", step))
+    for name, arr in entries:
+        raw = name.encode("utf-8")
+        h.update(struct.pack("<I", len(raw)) + raw + tensor_digest(arr))
+    return h.hexdigest()
+
+
+def merkle_root(leaves_hex: list[str]) -> str:
+    """Merkle root over hex digests: leaf = H(0x00 | x), node = H(0x01 | left | right).
+
+    A level with an odd count carries its last node up unchanged. An empty list has the root
+    H(0x00) of no data, so "no steps" still has a well-defined commitment.
+    """
+    if not leaves_hex:
+        return hashlib.sha256(b"\x00").hexdigest()
+    level = [hashlib.sha256(b"\x00" + bytes.fromhex(x)).digest() for x in leaves_hex]
+    while len(level) > 1:
+        nxt = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0].hex()

@@ -1,0 +1,81 @@
+"""numba kernels for the gradient norm, gradient scaling and AdamW.
+
+Bit-identical to `bitswarm.repro.reference.optim`, whose docstring is the spec. The global
+norm is one sequential chain (a single thread); scaling and AdamW are elementwise and run in
+parallel over elements. The scalar helpers (clip_scale, advance_pows, the AdamW coefficients)
+are the reference's own.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from bitswarm.repro.fp import fma32
+from bitswarm.repro.reference.optim import (
+    _check_adamw,
+    _grad_list,
+    _inplace,
+    adamw_coeffs,
+    advance_pows,
+    clip_scale,
+)
+
+__all__ = ["adamw_step_", "advance_pows", "clip_scale", "global_grad_norm_sq", "scale_grads_"]
+
+F32 = np.float32
+ONE = np.float32(1.0)
+
+
+@numba.njit
+def _sq_chain(x, ss):
+    for k in range(x.shape[0]):
+        v = x[k]
+        ss = fma32(v, v, ss)
+    return ss
+
+
+@numba.njit(parallel=True)
+def _scale(x, s):
+    for k in numba.prange(x.shape[0]):
+        x[k] = x[k] * s
+
+
+@numba.njit(parallel=True)
+def _adamw(p, g, m, v, b1, b2, eps, decay, omb1, omb2, bc1, bc2, neg_lr):
+    for k in numba.prange(p.shape[0]):
+        gk = g[k]
+        pk = p[k] * decay
+        mk = fma32(b1, m[k], omb1 * gk)
+        vk = fma32(b2, v[k], (omb2 * gk) * gk)
+        mhat = mk / bc1
+        vhat = vk / bc2
+        denom = np.sqrt(vhat) + eps
+        p[k] = fma32(neg_lr, mhat / denom, pk)
+        m[k] = mk
+        v[k] = vk
+
+
+def global_grad_norm_sq(grads) -> np.float32:
+    ss = F32(0.0)
+    for g in _grad_list(grads):
+        ss = F32(_sq_chain(np.ascontiguousarray(g).reshape(-1), ss))
+    return ss
+
+
+def scale_grads_(grads, scale) -> None:
+    scale = F32(scale)
+    gs = [_inplace(g, f"grads[{k}]") for k, g in enumerate(grads)]
+    if scale == ONE:
+        return
+    for g in gs:
+        _scale(g.reshape(-1), scale)
+
+
+def adamw_step_(param, grad, m, v, *, lr, beta1, beta2, eps, weight_decay, beta1_pow, beta2_pow) -> None:
+    g = _check_adamw(param, grad, m, v)
+    coeffs = adamw_coeffs(
+        lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+        beta1_pow=beta1_pow, beta2_pow=beta2_pow,
+    )
+    _adamw(param.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), *coeffs)

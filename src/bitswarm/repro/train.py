@@ -1,0 +1,265 @@
+"""The bit-exact training loop: micro-batched steps, AdamW, state hashes, checkpoints, resume.
+
+Output directory:
+    steps.jsonl                  one line per finished step: {"step", "state_hash", "loss", "grad_norm"}
+    checkpoints/step-XXXXXXXX/   state.safetensors + meta.json, every `checkpoint_every` steps
+                                 and at step 0 (the initial state, for replays from the start)
+The state hash after step s covers the parameters, the AdamW moments and bias-correction
+powers, the data seed and the step number (hashing.state_hash, entries in sorted name order).
+Step s's data comes from the counter-based sampler keyed by (seed, s), so a resumed run needs
+nothing but the checkpoint to continue with the same bits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bitswarm.repro.hashing import merkle_root, state_hash
+from bitswarm.repro.model import Llama
+
+F32 = np.float32
+IGNORE = -100
+
+
+class TrainError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Hyper:
+    lr: float = 1e-3
+    warmup_steps: int = 0
+    schedule: str = "constant"  # "constant" | "linear" (warm-up, then linear decay to min_lr)
+    min_lr: float = 0.0
+    total_steps: int = 1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # 0 disables clipping
+    loss: str = "lm"  # "lm" | "grpo"
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+
+    def lr_at(self, step: int) -> np.float32:
+        """Learning rate of step `step` (0-based), in IEEE double + - * / only, then fp32."""
+        lr = float(self.lr)
+        if self.warmup_steps and step < self.warmup_steps:
+            return F32(lr * (step + 1) / self.warmup_steps)
+        if self.schedule == "linear":
+            span = max(self.total_steps - self.warmup_steps, 1)
+            frac = (step - self.warmup_steps) / span
+            return F32(lr + (self.min_lr - lr) * frac)
+        return F32(lr)
+
+
+@dataclass
+class MicroBatch:
+    """Sequences of equal length: ids (m, t) int64; targets (m, t) int64, IGNORE where no loss.
+
+    GRPO also needs advantages (m,) and optionally logp_old (m, t) of the generating policy
+    (absent, or NaN at a position: the current policy's own value there, i.e. ratio 1).
+    """
+
+    ids: np.ndarray
+    targets: np.ndarray
+    advantages: np.ndarray | None = None
+    logp_old: np.ndarray | None = None
+
+
+class TrainState:
+    def __init__(self, params: dict[str, np.ndarray], seed: int):
+        self.params = params
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self.beta1_pow = F32(1)
+        self.beta2_pow = F32(1)
+        self.seed = seed
+        self.step = 0
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        t = {f"param.{k}": v for k, v in self.params.items()}
+        t |= {f"opt.m.{k}": v for k, v in self.m.items()}
+        t |= {f"opt.v.{k}": v for k, v in self.v.items()}
+        t["opt.beta1_pow"] = np.array(self.beta1_pow, F32)
+        t["opt.beta2_pow"] = np.array(self.beta2_pow, F32)
+        t["rng.seed"] = np.array(self.seed, np.uint64)
+        return dict(sorted(t.items()))
+
+    def hash(self) -> str:
+        return state_hash(self.step, self.tensors().items())
+
+    def save(self, path: Path) -> None:
+        """Atomically write a checkpoint directory (temp dir, fsync, rename)."""
+        from safetensors.numpy import save_file
+
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        tensors = {k: np.ascontiguousarray(v).reshape(v.shape) for k, v in self.tensors().items()}
+        save_file(tensors, str(tmp / "state.safetensors"))
+        meta = {"step": self.step, "state_hash": self.hash(), "seed": self.seed}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainState":
+        from safetensors.numpy import load_file
+
+        meta = json.loads((Path(path) / "meta.json").read_text())
+        t = load_file(str(Path(path) / "state.safetensors"))
+        params = {k[6:]: np.ascontiguousarray(v) for k, v in t.items() if k.startswith("param.")}
+        st = cls(params, int(meta["seed"]))
+        st.m = {k[6:]: np.ascontiguousarray(v) for k, v in t.items() if k.startswith("opt.m.")}
+        st.v = {k[6:]: np.ascontiguousarray(v) for k, v in t.items() if k.startswith("opt.v.")}
+        st.beta1_pow, st.beta2_pow = F32(t["opt.beta1_pow"]), F32(t["opt.beta2_pow"])
+        st.step = int(meta["step"])
+        if st.hash() != meta["state_hash"]:
+            raise TrainError(f"checkpoint {path} is damaged: its state does not hash to {meta['state_hash']}")
+        return st
+
+
+def count_loss_tokens(batches: Sequence[MicroBatch]) -> int:
+    return int(sum(int((mb.targets != IGNORE).sum()) for mb in batches))
+
+
+def train_step(model: Llama, state: TrainState, batches: Sequence[MicroBatch], hp: Hyper) -> dict:
+    """One optimizer step over the global batch, micro-batch by micro-batch, in order."""
+    B = model.B
+    n = count_loss_tokens(batches)
+    if n == 0:
+        raise TrainError(f"step {state.step} has no tokens to learn from")
+    inv_n = F32(1) / F32(n)
+    grads = model.zero_grads()
+    token_losses = []
+    for mb in batches:
+        logits, tape = model.forward(mb.ids, keep=True)
+        targets = mb.targets.reshape(-1).astype(np.int64)
+        counted = targets != IGNORE
+        ce = B.cross_entropy_fwd(logits, np.where(counted, targets, -1))
+        w = np.where(counted, inv_n, F32(0)).astype(F32)
+        if hp.loss == "grpo":
+            logp = -ce
+            t = mb.ids.shape[1]
+            adv = np.repeat(np.asarray(mb.advantages, F32), t)
+            old = logp if mb.logp_old is None else np.asarray(mb.logp_old, F32).reshape(-1)
+            old = np.where(np.isnan(old), logp, old).astype(F32)
+            loss, dlogp = B.grpo_token_loss(logp, old, adv, counted.astype(F32), hp.clip_low, hp.clip_high)
+            g = (-dlogp) * inv_n  # d mean-loss / d ce, since ce = -logp
+            token_losses.append(loss[counted])
+        else:
+            g = w
+            token_losses.append(ce[counted])
+        dlogits = B.cross_entropy_bwd(logits, np.where(counted, targets, -1), g.astype(F32))
+        model.backward(tape, dlogits, grads)
+        del tape, logits, dlogits
+    grads = model.finish_grads(grads)
+    names = sorted(state.params)
+    norm_sq = B.global_grad_norm_sq([grads[k] for k in names])
+    if hp.grad_clip > 0:
+        scale = B.clip_scale(norm_sq, F32(hp.grad_clip))
+        B.scale_grads_([grads[k] for k in names], scale)
+    state.beta1_pow, state.beta2_pow = B.advance_pows(state.beta1_pow, state.beta2_pow, F32(hp.beta1), F32(hp.beta2))
+    lr = hp.lr_at(state.step)
+    for k in names:
+        B.adamw_step_(
+            state.params[k], grads[k], state.m[k], state.v[k],
+            lr=lr, beta1=F32(hp.beta1), beta2=F32(hp.beta2), eps=F32(hp.eps),
+            weight_decay=F32(hp.weight_decay), beta1_pow=state.beta1_pow, beta2_pow=state.beta2_pow,
+        )
+    state.step += 1
+    all_losses = np.concatenate(token_losses)[None, :].astype(F32)
+    mean_loss = B.row_sum(all_losses)[0] / F32(n)
+    return {"loss": float(mean_loss), "grad_norm": float(np.sqrt(F32(norm_sq))), "lr": float(lr), "tokens": n}
+
+
+# -- run directory ------------------------------------------------------------------------
+
+def _ckpt_dir(out: Path, step: int) -> Path:
+    return out / "checkpoints" / f"step-{step:08d}"
+
+
+def read_step_log(out: Path) -> list[dict]:
+    path = Path(out) / "steps.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break  # a line torn by a crash; everything after it is redone
+    return rows
+
+
+def _write_step_log(out: Path, rows: list[dict]) -> None:
+    tmp = out / ".steps.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, out / "steps.jsonl")
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted((Path(out) / "checkpoints").glob("step-*"))
+    return ckpts[-1] if ckpts else None
+
+
+def run(
+    model: Llama,
+    state: TrainState,
+    batches_for_step: Callable[[int], Sequence[MicroBatch]],
+    hp: Hyper,
+    steps: int,
+    out: Path,
+    checkpoint_every: int,
+    resume: bool = False,
+    on_step: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train to `steps`, logging every state hash; with resume, continue from the last checkpoint."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = []
+    if resume and latest_checkpoint(out) is not None:
+        ck = latest_checkpoint(out)
+        state = TrainState.load(ck)
+        model.params = state.params
+        log = [r for r in read_step_log(out) if r["step"] <= state.step]
+        if len(log) != state.step:
+            raise TrainError(f"steps.jsonl in {out} does not reach checkpoint step {state.step}")
+        if log and log[-1]["state_hash"] != state.hash():
+            raise TrainError(f"checkpoint {ck} does not match the hash logged for step {state.step}")
+        _write_step_log(out, log)
+    else:
+        state.save(_ckpt_dir(out, 0))
+        _write_step_log(out, [])
+    model.params = state.params
+    with open(out / "steps.jsonl", "a") as f:
+        while state.step < steps:
+            info = train_step(model, state, batches_for_step(state.step), hp)
+            row = {"step": state.step, "state_hash": state.hash(), **info}
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            log.append(row)
+            if state.step % checkpoint_every == 0 or state.step == steps:
+                state.save(_ckpt_dir(out, state.step))
+            if on_step:
+                on_step(row)
+    hashes = [r["state_hash"] for r in log]
+    return {
+        "final_state_hash": state.hash(),
+        "steps": state.step,
+        "step_hashes_root": merkle_root(hashes),
+    }
