@@ -15,9 +15,13 @@ def generate(
     prompt: str = typer.Option(..., "--prompt", help="The prompt text."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, max=4096, help="Most tokens to generate."),
     raw: bool = typer.Option(False, "--raw", help="Feed the prompt as is, without the model's chat template."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy; otherwise sample with top-p."),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass, in (0, 1]."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Sampling seed: (seed, request id, token index) fix every token."),
+    backend: str = typer.Option("repro", "--backend", help="repro (bit-exact numba kernels), reference (numpy spec; slow) or native (torch; not bit-exact)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
-    """Generate a completion (greedy decoding) for a prompt."""
+    """Generate a completion for a prompt: the same tokens on every device for the same seed."""
     with reporting(as_json):
         st = state(ctx)
         settings = st.settings()
@@ -31,11 +35,10 @@ def generate(
                     "import one with `bitswarm model import NAME`"
                 )
             cid = hits[0]
-        import torch
-
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
         from bitswarm.models.generate import generate as run
+        from bitswarm.repro.backend import set_threads
+
+        set_threads(settings.threads)
 
         streaming = not as_json
         if streaming:
@@ -45,7 +48,8 @@ def generate(
             if streaming:
                 out.print(piece, end="", highlight=False, markup=False)
 
-        result = run(store, cid, prompt, max_new_tokens, chat=not raw, on_token=show)
+        result = run(store, cid, prompt, max_new_tokens, chat=not raw, on_token=show, temperature=temperature,
+                     top_p=top_p, seed=seed, backend=backend)
         if as_json:
             emit_json(result.as_dict())
         else:

@@ -1,17 +1,22 @@
-"""Text generation from a stored model (native torch through transformers; greedy decoding).
+"""Text generation from a stored model through the repro Llama.
 
-The bit-exact repro backend with seeded sampling replaces this path for verifiable work.
+Backends: `repro` (numba kernels; the same tokens on every device for a given seed, request id
+and prompt), `reference` (the numpy spec; slow), `native` (torch kernels; fast, not bit-exact).
+Temperature 0 is greedy; otherwise tokens are sampled with top-p from repro's counter-based
+generator keyed by (seed, request id, token index).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bitswarm.models import ModelError
 from bitswarm.models.hf_dir import validate_llama_dir
 from bitswarm.store import BlobStore
+
+BACKENDS = {"repro": "numba", "reference": "reference", "native": "native"}
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,8 @@ class Generation:
     text: str
     new_tokens: int
     seconds: float
+    token_ids: tuple[int, ...] = ()
+    request_id: int = 0
 
     def as_dict(self) -> dict:
         return {
@@ -33,80 +40,95 @@ class Generation:
         }
 
 
-def load(store: BlobStore, cid: str):
-    """(model, tokenizer) from a stored directory blob, checked against its CID first."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+def load(store: BlobStore, cid: str, backend: str = "repro"):
+    """(repro Llama, tokenizer) from a stored directory blob, checked against its CID first."""
+    from transformers import AutoTokenizer
 
-    hf_logging.disable_progress_bar()
+    from bitswarm.repro.backend import get_backend
+    from bitswarm.repro.config import LlamaConfig, ModelConfigError
+    from bitswarm.repro.model import Llama
+    from bitswarm.repro.weights import load_params
+
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if store.kind(cid) != "dir":
         raise ModelError(f"{cid} is a single file, not a model directory")
     path = store.checkout(cid)
     try:
         validate_llama_dir(path)
-    except ModelError as e:
-        raise ModelError(f"{cid} is not a model: {e}") from None
+        cfg = LlamaConfig.from_dir(path)
+        params = load_params(path, cfg)
+    except (ModelError, ModelConfigError) as e:
+        raise ModelError(f"{cid} is not a model repro can run: {e}") from None
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
-    model.eval()
-    return model, tok
+    return Llama(cfg, params, get_backend(BACKENDS[backend])), tok
 
 
-def generate(
+def encode_prompt(tok, prompt: str, chat: bool) -> list[int]:
+    if chat and tok.chat_template:
+        return list(tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            tokenize=True, return_dict=True)["input_ids"])
+    return list(tok(prompt, add_special_tokens=False)["input_ids"])
+
+
+def generate_many(
     store: BlobStore,
     cid: str,
-    prompt: str,
+    prompts: Sequence[str],
     max_new_tokens: int = 64,
+    *,
     chat: bool = True,
-    on_token: Callable[[str], None] | None = None,
-) -> Generation:
-    import torch
-    from transformers.generation.streamers import BaseStreamer
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    request_ids: Sequence[int] | None = None,
+    backend: str = "repro",
+    on_token: Callable[[int, str], None] | None = None,
+) -> list[Generation]:
+    from bitswarm.repro import generate as rgen
 
     if max_new_tokens < 1:
         raise ModelError("--max-new-tokens must be at least 1")
-    model, tok = load(store, cid)
-    if chat and tok.chat_template:
-        enc = tok.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=True, return_tensors="pt"
-        )
-    else:
-        enc = tok(prompt, return_tensors="pt")
-    prompt_len = enc["input_ids"].shape[1]
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and prompt_len + max_new_tokens > limit:
-        raise ModelError(
-            f"prompt ({prompt_len} tokens) + --max-new-tokens ({max_new_tokens}) exceeds the model's "
-            f"context of {limit} tokens"
-        )
+    if temperature < 0:
+        raise ModelError("--temperature must be at least 0")
+    if not 0 < top_p <= 1:
+        raise ModelError("--top-p must be in (0, 1]")
+    model, tok = load(store, cid, backend)
+    encoded = [encode_prompt(tok, p, chat) for p in prompts]
+    limit = model.cfg.max_position_embeddings
+    for ids in encoded:
+        if len(ids) + max_new_tokens > limit:
+            raise ModelError(
+                f"prompt ({len(ids)} tokens) + --max-new-tokens ({max_new_tokens}) exceeds the model's "
+                f"context of {limit} tokens"
+            )
+    rids = list(request_ids) if request_ids is not None else list(range(len(prompts)))
+    eos = [t for t in (tok.eos_token_id,) if t is not None]
+    shown: dict[int, list[int]] = {r: [] for r in rids}
+    printed: dict[int, int] = {r: 0 for r in rids}
 
-    class _Stream(BaseStreamer):
-        """Hands on_token only whole characters: a byte-level token may end mid-UTF-8 sequence."""
+    def stream(rid: int, token: int) -> None:
+        # Hand on whole characters only: a byte-level token may end inside a UTF-8 sequence.
+        if on_token is None or token in eos:
+            return
+        shown[rid].append(token)
+        text = tok.decode(shown[rid], skip_special_tokens=True)
+        if not text.endswith("\ufffd") and len(text) > printed[rid]:
+            on_token(rid, text[printed[rid]:])
+            printed[rid] = len(text)
 
-        first, ids, shown = True, [], 0
+    results = []
+    for ids, rid, prompt in zip(encoded, rids, prompts):
+        start = time.perf_counter()
+        [new] = rgen.generate(model, [ids], max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                              request_ids=[rid], eos_ids=eos, on_token=stream)
+        seconds = time.perf_counter() - start
+        text = tok.decode(new, skip_special_tokens=True).strip()
+        results.append(Generation(cid, prompt, text, len(new), seconds, tuple(new), rid))
+    return results
 
-        def put(self, value):
-            if self.first:  # generate() first hands over the prompt
-                self.first = False
-                return
-            self.ids.extend(value.reshape(-1).tolist())
-            text = tok.decode(self.ids, skip_special_tokens=True)
-            if on_token is not None and not text.endswith("\ufffd") and len(text) > self.shown:
-                on_token(text[self.shown:])
-                self.shown = len(text)
 
-        def end(self):
-            pass
-
-    start = time.perf_counter()
-    with torch.no_grad():
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-            streamer=_Stream(),
-        )
-    seconds = time.perf_counter() - start
-    new = out[0, prompt_len:]
-    return Generation(cid, prompt, tok.decode(new, skip_special_tokens=True).strip(), int(new.shape[0]), seconds)
+def generate(store: BlobStore, cid: str, prompt: str, max_new_tokens: int = 64, chat: bool = True,
+             on_token: Callable[[str], None] | None = None, **kw) -> Generation:
+    cb = (lambda rid, piece: on_token(piece)) if on_token else None
+    return generate_many(store, cid, [prompt], max_new_tokens, chat=chat, on_token=cb, **kw)[0]

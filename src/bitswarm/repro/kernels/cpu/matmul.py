@@ -46,7 +46,7 @@ NR = 64  # columns of the register tile (4 AVX-512 / 8 AVX2 vectors)
 KC = 256  # k chunk per pass over a C tile (B micro-panel KC*NR*4 = 64 KiB, stays near L1)
 MC = 384  # at most this many rows of C per task (the A chunk MC*KC*4 = 384 KiB stays in L2)
 NC = 512  # at most this many columns of C per task (multiple of NR)
-SERIAL_WORK = 1 << 21  # below this many fma (M*N*K) one thread is faster than waking others
+SERIAL_WORK = 1 << 23  # below this many fma (M*N*K) one thread: waking others costs more (and much more on a busy machine)
 
 _JIT = dict(nogil=True, error_model="numpy", boundscheck=False, cache=True)
 
@@ -92,13 +92,21 @@ def _pack_a_panel(a, ap, t):
     i0 = (t - bi * nmp) * MR
     rows = min(MR, m - i0)
     base = t * kk * MR
-    for r in range(rows):
-        src = a[bi, i0 + r]
+    if rows < MR:
         for k in range(kk):
-            ap[base + k * MR + r] = src[k]
-    for r in range(rows, MR):
+            for r in range(rows, MR):
+                ap[base + k * MR + r] = 0.0
+    if abs(a.strides[2]) <= abs(a.strides[1]):  # rows of a are contiguous-ish: read along k
+        for r in range(rows):
+            src = a[bi, i0 + r]
+            for k in range(kk):
+                ap[base + k * MR + r] = src[k]
+    else:  # a is a transposed view: read along i
         for k in range(kk):
-            ap[base + k * MR + r] = 0.0
+            src = a[bi, i0 : i0 + rows, k]
+            d = base + k * MR
+            for r in range(rows):
+                ap[d + r] = src[r]
 
 
 @njit(**_JIT)
@@ -106,17 +114,26 @@ def _pack_b_block(b, bi, j_lo, j_hi, bp):
     """Columns [j_lo, j_hi) of b[bi] (K, N) into bp: bp[(q*K + k)*NR + j] = b[bi, k, j_lo + q*NR + j]."""
     kk = b.shape[1]
     nq = (j_hi - j_lo + NR - 1) // NR
+    by_rows = abs(b.strides[2]) <= abs(b.strides[1])
     for q in range(nq):
         j0 = j_lo + q * NR
         cols = min(NR, j_hi - j0)
         base = q * kk * NR
-        for k in range(kk):
-            src = b[bi, k]
-            d = base + k * NR
+        if cols < NR:
+            for k in range(kk):
+                for j in range(cols, NR):
+                    bp[base + k * NR + j] = 0.0
+        if by_rows:  # rows of b are contiguous-ish: read along j
+            for k in range(kk):
+                src = b[bi, k, j0 : j0 + cols]
+                d = base + k * NR
+                for j in range(cols):
+                    bp[d + j] = src[j]
+        else:  # b is a transposed view (x @ W.T): read along k
             for j in range(cols):
-                bp[d + j] = src[j0 + j]
-            for j in range(cols, NR):
-                bp[d + j] = 0.0
+                src = b[bi, :, j0 + j]
+                for k in range(kk):
+                    bp[base + k * NR + j] = src[k]
 
 
 @njit(**_JIT)

@@ -57,11 +57,11 @@ def _i2f(typingctx, i):
         return None
 
     def codegen(context, builder, signature, args):
-        v = args[0]
+        v, i32 = args[0], ir.IntType(32)
         if v.type.width > 32:
-            v = builder.trunc(v, ir.IntType(32))
+            v = builder.trunc(v, i32)
         elif v.type.width < 32:
-            v = builder.sext(v, ir.IntType(32)) if signature.args[0].signed else builder.zext(v, ir.IntType(32))
+            v = builder.sext(v, i32) if signature.args[0].signed else builder.zext(v, i32)
         return builder.bitcast(v, ir.FloatType())
 
     return types.float32(i), codegen
