@@ -43,10 +43,10 @@ __all__ = ["matmul", "matmul_acc", "bmm", "bmm_acc"]
 
 MR = 6  # rows of the register tile
 NR = 64  # columns of the register tile (4 AVX-512 / 8 AVX2 vectors)
-KC = 256  # k chunk per pass over a C tile (B micro-panel KC*NR*4 = 64 KiB, stays near L1)
-MC = 384  # at most this many rows of C per task (the A chunk MC*KC*4 = 384 KiB stays in L2)
-NC = 512  # at most this many columns of C per task (multiple of NR)
-SERIAL_WORK = 1 << 23  # below this many fma (M*N*K) one thread: waking others costs more (and much more on a busy machine)
+KC = 1024  # k per pass over a C tile: the B micro-panel (KC*NR*4 = 256 KiB) stays in L2
+MC = 1024  # at most this many rows of C per task (a task packs its B columns once)
+NC = 256  # at most this many columns of C per task (multiple of NR)
+SERIAL_WORK = 1 << 24  # below this many fma (M*N*K) one thread: waking others costs more (much more on a busy machine)
 
 _JIT = dict(nogil=True, error_model="numpy", boundscheck=False, cache=True)
 
@@ -66,47 +66,35 @@ def _tile_buffer(typingctx):
 
 
 @njit(inline="never", **_JIT)
-def _micro_kernel(kc, ap, bp, c, ci, cj):
-    """c[ci:ci+MR, cj:cj+NR] continues its fma chains over kc more k (ap: kc*MR, bp: kc*NR)."""
+def _micro_kernel(kc, av, bp, c, ci, cj):
+    """c[ci:ci+MR, cj:cj+NR] continues its fma chains over kc >= 1 more k (av (MR, kc), bp (kc, NR)).
+
+    The first and the last k step read from / write to c directly (same loop shape as the
+    middle steps, so all three vectorize alike); the middle steps run in registers.
+    """
     acc = carray(_tile_buffer(), (MR, NR))
-    for r in range(MR):
+    for r in range(MR):  # k = 0, starting from c
+        row = c[ci + r, cj : cj + NR]  # unit stride, indexed from 0: plain vector loads
+        a = av[r, 0]
         for j in range(NR):
-            acc[r, j] = c[ci + r, cj + j]
-    for k in range(kc):
+            acc[r, j] = fma32(a, bp[0, j], row[j])
+    for k in range(1, kc - 1):
         for r in range(MR):
-            a = ap[k * MR + r]
+            a = av[r, k]
             for j in range(NR):
-                acc[r, j] = fma32(a, bp[k * NR + j], acc[r, j])
-    for r in range(MR):
-        for j in range(NR):
-            c[ci + r, cj + j] = acc[r, j]
-
-
-@njit(**_JIT)
-def _pack_a_panel(a, ap, t):
-    """Micro-panel t of a (B, M, K) into ap: ap[t*K*MR + k*MR + r] = a[bi, p*MR + r, k]."""
-    m = a.shape[1]
-    kk = a.shape[2]
-    nmp = (m + MR - 1) // MR
-    bi = t // nmp
-    i0 = (t - bi * nmp) * MR
-    rows = min(MR, m - i0)
-    base = t * kk * MR
-    if rows < MR:
-        for k in range(kk):
-            for r in range(rows, MR):
-                ap[base + k * MR + r] = 0.0
-    if abs(a.strides[2]) <= abs(a.strides[1]):  # rows of a are contiguous-ish: read along k
-        for r in range(rows):
-            src = a[bi, i0 + r]
-            for k in range(kk):
-                ap[base + k * MR + r] = src[k]
-    else:  # a is a transposed view: read along i
-        for k in range(kk):
-            src = a[bi, i0 : i0 + rows, k]
-            d = base + k * MR
-            for r in range(rows):
-                ap[d + r] = src[r]
+                acc[r, j] = fma32(a, bp[k, j], acc[r, j])
+    if kc > 1:  # the last k, into c
+        k = kc - 1
+        for r in range(MR):
+            row = c[ci + r, cj : cj + NR]
+            a = av[r, k]
+            for j in range(NR):
+                row[j] = fma32(a, bp[k, j], acc[r, j])
+    else:
+        for r in range(MR):
+            row = c[ci + r, cj : cj + NR]
+            for j in range(NR):
+                row[j] = acc[r, j]
 
 
 @njit(**_JIT)
@@ -137,11 +125,10 @@ def _pack_b_block(b, bi, j_lo, j_hi, bp):
 
 
 @njit(**_JIT)
-def _task(ap, b, c, t, mc, nc, bp, tile):
+def _task(a, b, c, t, mc, nc, bp, apad, tile):
     """Output block t of c (B, M, N): rows/cols of one batch entry, all k, in increasing k."""
     nb, m, n = c.shape
     kk = b.shape[1]
-    nmp = (m + MR - 1) // MR
     nmb = (m + mc - 1) // mc
     nnb = (n + nc - 1) // nc
     per_batch = nmb * nnb
@@ -154,24 +141,34 @@ def _task(ap, b, c, t, mc, nc, bp, tile):
     j_lo = jb * nc
     j_hi = min(n, j_lo + nc)
     _pack_b_block(b, bi, j_lo, j_hi, bp)
+    am = a[bi]
     cm = c[bi]
+    zero = i_lo - i_lo  # not a literal 0: one compiled micro-kernel serves both calls
     for k0 in range(0, kk, KC):  # k chunks in increasing k: the chains carry on in order
         kc = min(KC, kk - k0)
         for j0 in range(j_lo, j_hi, NR):
             pb = (((j0 - j_lo) // NR) * kk + k0) * NR
-            bpan = bp[pb : pb + kc * NR]
+            bpan = bp[pb : pb + kc * NR].reshape((kc, NR))
             cols = min(NR, j_hi - j0)
             for i0 in range(i_lo, i_hi, MR):
-                pa = ((bi * nmp + i0 // MR) * kk + k0) * MR
-                apan = ap[pa : pa + kc * MR]
                 rows = min(MR, i_hi - i0)
+                if rows == MR:
+                    av = am[i0 : i0 + MR, k0 : k0 + kc]  # a strided view; read in place
+                else:  # edge rows: zero-padded copy, the padding rows are never stored
+                    for r in range(rows):
+                        for k in range(kc):
+                            apad[r, k] = am[i0 + r, k0 + k]
+                    for r in range(rows, MR):
+                        for k in range(kc):
+                            apad[r, k] = 0.0
+                    av = apad[:, :kc]
                 if rows == MR and cols == NR:
-                    _micro_kernel(kc, apan, bpan, cm, i0, j0)
+                    _micro_kernel(kc, av, bpan, cm, i0, j0)
                 else:  # edge tile: through a full-size buffer, only the real part goes back
                     for r in range(rows):
                         for j in range(cols):
                             tile[r, j] = cm[i0 + r, j0 + j]
-                    _micro_kernel(kc, apan, bpan, tile, 0, 0)
+                    _micro_kernel(kc, av, bpan, tile, zero, zero)
                     for r in range(rows):
                         for j in range(cols):
                             cm[i0 + r, j0 + j] = tile[r, j]
@@ -191,7 +188,7 @@ def _next_task(typingctx, counter):
 
 
 @njit(**_JIT)
-def _worker(tid, ap, b, c, mc, nc, bp_ws, tiles, counter):
+def _worker(tid, a, b, c, mc, nc, bp_ws, apads, tiles, counter):
     """Thread tid takes output blocks one at a time until none are left (dynamic balance)."""
     nb, m, n = c.shape
     ntasks = nb * ((m + mc - 1) // mc) * ((n + nc - 1) // nc)
@@ -199,27 +196,27 @@ def _worker(tid, ap, b, c, mc, nc, bp_ws, tiles, counter):
         t = _next_task(counter)
         if t >= ntasks:
             break
-        _task(ap, b, c, t, mc, nc, bp_ws[tid], tiles[tid])
+        _task(a, b, c, t, mc, nc, bp_ws[tid], apads[tid], tiles[tid])
 
 
 @njit(**_JIT)
-def _bmm_serial(a, b, c, mc, nc, ap, bp_ws, tiles):
-    nmp = (a.shape[1] + MR - 1) // MR
-    for t in range(a.shape[0] * nmp):
-        _pack_a_panel(a, ap, t)
+def _bmm_serial(a, b, c, mc, nc, bp_ws, apads, tiles):
+    # [:, ::1, :] types a and b as strided ('A') whatever their layout: everything below
+    # compiles once instead of once per combination of C/F/strided inputs.
+    a = a[:, ::1, :]
+    b = b[:, ::1, :]
     nb, m, n = c.shape
     for t in range(nb * ((m + mc - 1) // mc) * ((n + nc - 1) // nc)):
-        _task(ap, b, c, t, mc, nc, bp_ws[0], tiles[0])
+        _task(a, b, c, t, mc, nc, bp_ws[0], apads[0], tiles[0])
 
 
 @njit(parallel=True, **_JIT)
-def _bmm_parallel(a, b, c, mc, nc, ap, bp_ws, tiles):
-    nmp = (a.shape[1] + MR - 1) // MR
-    for t in prange(a.shape[0] * nmp):
-        _pack_a_panel(a, ap, t)
+def _bmm_parallel(a, b, c, mc, nc, bp_ws, apads, tiles):
+    a = a[:, ::1, :]
+    b = b[:, ::1, :]
     counter = np.zeros(1, np.int64)
     for tid in prange(bp_ws.shape[0]):  # one iteration per thread; tasks are handed out dynamically
-        _worker(tid, ap, b, c, mc, nc, bp_ws, tiles, counter)
+        _worker(tid, a, b, c, mc, nc, bp_ws, apads, tiles, counter)
 
 
 def _split(size: int, cap: int, unit: int) -> int:
@@ -297,18 +294,18 @@ def _run(a3: np.ndarray, b3: np.ndarray, c3: np.ndarray) -> None:
     if nb * m * n * kk < SERIAL_WORK:
         threads = 1
     mc, nc = _block_sizes(nb, m, n, threads)
-    a_size = nb * -(-m // MR) * MR * kk
     b_size = kk * nc  # nc is a multiple of NR
-    sizes = (a_size, threads * b_size, threads * MR * NR)
+    a_size = MR * min(kk, KC)
+    sizes = (threads * b_size, threads * a_size, threads * MR * NR)
     total = sum(sizes)
     flat = _workspace.get(total) if total <= WORKSPACE_LIMIT else np.empty(total, np.float32)
-    ap = flat[: sizes[0]]
-    bp_ws = flat[sizes[0] : sizes[0] + sizes[1]].reshape(threads, b_size)
+    bp_ws = flat[: sizes[0]].reshape(threads, b_size)
+    apads = flat[sizes[0] : sizes[0] + sizes[1]].reshape(threads, MR, a_size // MR)
     tiles = flat[sizes[0] + sizes[1] :].reshape(threads, MR, NR)
     if threads == 1:
-        _bmm_serial(a3, b3, c3, mc, nc, ap, bp_ws, tiles)
+        _bmm_serial(a3, b3, c3, mc, nc, bp_ws, apads, tiles)
     else:
-        _bmm_parallel(a3, b3, c3, mc, nc, ap, bp_ws, tiles)
+        _bmm_parallel(a3, b3, c3, mc, nc, bp_ws, apads, tiles)
 
 
 def matmul_acc(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -6,6 +6,8 @@ operations documented in the reference module, in the same order (the constants 
 from there). Every intermediate stays float32 (module-level np.float32 constants; a bare Python
 float literal would promote to float64), except inside sin/cos, which the spec defines in fp64.
 No fastmath: LLVM then neither contracts mul+add into fma nor reassociates; fma only via `fma32`.
+Divisions go through `_div` (a plain IEEE fdiv): numba's `/` under the default error model
+would add a zero-divisor check and raise, which also stops loop vectorization.
 The array functions (`exp`, `log`, ...) take float32 arrays of any shape.
 """
 
@@ -65,6 +67,19 @@ def _i2f(typingctx, i):
         return builder.bitcast(v, ir.FloatType())
 
     return types.float32(i), codegen
+
+
+@intrinsic
+def _div(typingctx, a, b):
+    """IEEE fp32 a / b (x/0 = +-inf, 0/0 = NaN) with no zero-divisor check or exception,
+    whatever the caller's numba error model."""
+    if a != types.float32 or b != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fdiv(args[0], args[1])
+
+    return types.float32(types.float32, types.float32), codegen
 
 
 # The reference's constants, bound here as module globals so that numba freezes them (float32
@@ -151,7 +166,7 @@ def log32(x):
     e = np.float32((ix >> 23) - (23 if sub else 0))
     m = _i2f((ix & 0x007FFFFF) + LOG_SQRT_HALF_BITS)
     f = m - ONE
-    s = f / (TWO + f)
+    s = _div(f, TWO + f)
     z = s * s
     u = fma32(LOG_L4, z, LOG_L3)
     u = fma32(u, z, LOG_L2)
@@ -183,7 +198,7 @@ def _sig_core(x):
     e = (p * s1) * s2
     dh = ONE + e
     dl = e - (dh - ONE)
-    inv = ONE / dh
+    inv = _div(ONE, dh)
     neg = x < ZERO
     n = p if neg else ONE
     nl = pl if neg else ZERO
@@ -218,7 +233,7 @@ def silu32(x):
 @numba.njit(inline="always", cache=False)
 def rsqrt32(x):
     """1 / sqrt(x) for a float32 x: two correctly rounded fp32 operations."""
-    y = ONE / np.sqrt(x)
+    y = _div(ONE, np.sqrt(x))
     return QNAN if y != y else y
 
 
@@ -310,10 +325,11 @@ def _cos_1d(x, out):
 
 
 def _apply(kernel, x) -> np.ndarray:
+    shape = np.shape(x)  # as_f32 turns a 0-d array into a 1-d one
     a = as_f32(x)
     out = np.empty(a.size, dtype=np.float32)
     kernel(a.reshape(-1), out)
-    return out.reshape(a.shape)
+    return out.reshape(shape)
 
 
 def exp(x: np.ndarray) -> np.ndarray:
