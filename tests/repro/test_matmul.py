@@ -119,7 +119,8 @@ SHAPES = [
     (6, 64, 64),
     (12, 3, 128),
     (65, 259, 33),
-    (13, 600, 70),  # several k chunks
+    (5, 2100, 70),  # several k chunks (KC = 1024)
+    (7, 1025, 65),  # a last k chunk of length one
     (400, 9, 70),  # several row blocks
     (9, 10, 600),  # several column blocks
     (2, 7, 259),
@@ -133,7 +134,7 @@ def test_matmul_matches_reference(m, k, n):
     assert same_bits(fast.matmul(a, b), ref.matmul(a, b))
 
 
-@pytest.mark.parametrize("m,k,n", [(7, 13, 5), (65, 259, 33), (13, 600, 70), (400, 9, 70), (9, 10, 600)])
+@pytest.mark.parametrize("m,k,n", [(7, 13, 5), (65, 259, 33), (5, 2100, 70), (400, 9, 70), (9, 10, 600)])
 def test_parallel_path_matches_reference(m, k, n, parallel_path, threads):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("one numba thread only")
@@ -187,11 +188,11 @@ def test_accumulates_into_c_in_place():
     assert same_bits(c_fast, ref.matmul_acc(a, b, c.copy()))
 
 
-@pytest.mark.parametrize("k_split", [1, 37, 256, 300])
+@pytest.mark.parametrize("k_split", [1, 37, 256, 1024, 1100])
 def test_two_k_halves_equal_one_call(k_split):
     """Gradient accumulation: continuing the chains over k in two calls gives the same bits."""
     rng = np.random.default_rng(k_split)
-    a, b, c = randn(rng, 19, 301), randn(rng, 301, 67), randn(rng, 19, 67)
+    a, b, c = randn(rng, 19, 1101), randn(rng, 1101, 67), randn(rng, 19, 67)
     whole = fast.matmul_acc(a, b, c.copy())
     parts = c.copy()
     fast.matmul_acc(a[:, :k_split], b[:k_split], parts)
