@@ -219,6 +219,19 @@ def test_strided_and_transposed_inputs():
         assert same_bits(ref.matmul(a, b), expected)
 
 
+def test_readonly_broadcast_and_unaligned_inputs():
+    rng = np.random.default_rng(6)
+    a = randn(rng, 9, 20)
+    a.flags.writeable = False
+    b = np.broadcast_to(randn(rng, 1, 70), (20, 70))  # stride 0 along k
+    expected = ref.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b))
+    assert same_bits(fast.matmul(a, b), expected)
+    raw = np.zeros(a.nbytes + 1, np.uint8)
+    unaligned = np.ndarray(a.shape, F32, raw[1:].data)
+    unaligned[...] = a
+    assert same_bits(fast.matmul(unaligned, b), expected)
+
+
 @pytest.mark.parametrize("m,k,n", [(7, 13, 5), (65, 40, 70), (6, 300, 64)])
 def test_special_values(m, k, n):
     rng = np.random.default_rng(m + k + n)

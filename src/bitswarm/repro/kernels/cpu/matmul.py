@@ -10,17 +10,21 @@ starting from the output's initial value::
 
 How it is made fast without changing that order (BLIS-style blocking):
 
-* A is packed into micro-panels of MR rows (``ap[p, k, r] = A[p*MR + r, k]``) and B into
-  micro-panels of NR columns (``bp[q, k, j] = B[k, q*NR + j]``), zero-padded at the edges.
-  Packing also turns any strided or transposed view into unit-stride streams.
+* B is packed, per task and per k chunk, into micro-panels of NR columns
+  (``bp[q, k, j] = B[k0 + k, q*NR + j]``, zero-padded at the right edge); packing turns any
+  strided or transposed view (``x @ W.T``) into unit-stride rows. A is read in place through
+  a strided view (one broadcast per row and k), except the last rows when M is not a multiple
+  of MR, which are copied into a zero-padded MR-row buffer.
 * The micro-kernel holds an MR x NR tile of C in registers (a stack array whose indices are all
   compile-time constants after unrolling, so LLVM keeps it in vector registers) and runs the
   fma chains of all MR*NR outputs side by side over a chunk of k. Each output still sees its
   own k in increasing order; the tile is stored between k chunks, which is exact in fp32, and
-  the chunks are visited in increasing k. Padded rows/columns compute on zeros and are never
-  stored.
-* Threads (numba ``prange``) only split the output into independent blocks; k is never split.
-  So the result does not depend on the thread count, the block sizes or the tile sizes.
+  the chunks are visited in increasing k. Edge tiles run the same micro-kernel on a full-size
+  copy; their padded rows/columns compute on zeros and are never stored.
+* Threads (numba ``prange``, as many as ``numba.get_num_threads()``) only split the output into
+  independent blocks, handed out through an atomic counter; k is never split. So the result
+  does not depend on the thread count, the scheduling, the block sizes or the tile sizes.
+  Problems below SERIAL_WORK fma run on the calling thread alone.
 
 fma is only ever `bitswarm.repro.fp.fma32` (llvm.fma.f32); no fastmath, so LLVM may vectorize
 the chains across outputs but cannot contract, reassociate or flush subnormals.
@@ -46,7 +50,7 @@ NR = 64  # columns of the register tile (4 AVX-512 / 8 AVX2 vectors)
 KC = 1024  # k per pass over a C tile: the B micro-panel (KC*NR*4 = 256 KiB) stays in L2
 MC = 1024  # at most this many rows of C per task (a task packs its B columns once)
 NC = 256  # at most this many columns of C per task (multiple of NR)
-SERIAL_WORK = 1 << 24  # below this many fma (M*N*K) one thread: waking others costs more (much more on a busy machine)
+SERIAL_WORK = 1 << 24  # fewer fma (M*N*K) than this: one thread (waking others costs more)
 
 _JIT = dict(nogil=True, error_model="numpy", boundscheck=False, cache=True)
 
@@ -65,62 +69,76 @@ def _tile_buffer(typingctx):
     return sig, codegen
 
 
-@njit(inline="never", **_JIT)
-def _micro_kernel(kc, av, bp, c, ci, cj):
-    """c[ci:ci+MR, cj:cj+NR] continues its fma chains over kc >= 1 more k (av (MR, kc), bp (kc, NR)).
+@intrinsic
+def _ptr(typingctx, arr, byte_offset):
+    """A float32 pointer to arr's data plus byte_offset (no checks, no reference counting)."""
+    sig = types.CPointer(types.float32)(arr, byte_offset)
 
-    The first and the last k step read from / write to c directly (same loop shape as the
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        raw = builder.bitcast(ary.data, ir.IntType(8).as_pointer())
+        moved = builder.gep(raw, [args[1]])
+        return builder.bitcast(moved, ir.FloatType().as_pointer())
+
+    return sig, codegen
+
+
+@njit(inline="never", **_JIT)
+def _micro_kernel(kc, ap, ars, aks, bp, cp, ldc):
+    """C tile at cp (MR x NR, row stride ldc) continues its fma chains over kc >= 1 more k.
+
+    A tile at ap: element (r, k) at ap[r*ars + k*aks]; B micro-panel at bp: (k, j) at bp[k*NR + j].
+    The first and the last k step read from / write to C directly (same loop shape as the
     middle steps, so all three vectorize alike); the middle steps run in registers.
     """
     acc = carray(_tile_buffer(), (MR, NR))
     for r in range(MR):  # k = 0, starting from c
-        row = c[ci + r, cj : cj + NR]  # unit stride, indexed from 0: plain vector loads
-        a = av[r, 0]
+        a = ap[r * ars]
         for j in range(NR):
-            acc[r, j] = fma32(a, bp[0, j], row[j])
+            acc[r, j] = fma32(a, bp[j], cp[r * ldc + j])
     for k in range(1, kc - 1):
         for r in range(MR):
-            a = av[r, k]
+            a = ap[r * ars + k * aks]
             for j in range(NR):
-                acc[r, j] = fma32(a, bp[k, j], acc[r, j])
+                acc[r, j] = fma32(a, bp[k * NR + j], acc[r, j])
     if kc > 1:  # the last k, into c
         k = kc - 1
         for r in range(MR):
-            row = c[ci + r, cj : cj + NR]
-            a = av[r, k]
+            a = ap[r * ars + k * aks]
             for j in range(NR):
-                row[j] = fma32(a, bp[k, j], acc[r, j])
+                cp[r * ldc + j] = fma32(a, bp[k * NR + j], acc[r, j])
     else:
         for r in range(MR):
-            row = c[ci + r, cj : cj + NR]
             for j in range(NR):
-                row[j] = acc[r, j]
+                cp[r * ldc + j] = acc[r, j]
 
 
 @njit(**_JIT)
-def _pack_b_block(b, bi, j_lo, j_hi, bp):
-    """Columns [j_lo, j_hi) of b[bi] (K, N) into bp: bp[(q*K + k)*NR + j] = b[bi, k, j_lo + q*NR + j]."""
-    kk = b.shape[1]
+def _pack_b_block(b, bi, k0, kc, j_lo, j_hi, bp):
+    """b[bi, k0:k0+kc, j_lo:j_hi] into NR-column micro-panels, zero-padded to a multiple of NR.
+
+    bp[(q*kc + k)*NR + j] = b[bi, k0 + k, j_lo + q*NR + j].
+    """
     nq = (j_hi - j_lo + NR - 1) // NR
     by_rows = abs(b.strides[2]) <= abs(b.strides[1])
     for q in range(nq):
         j0 = j_lo + q * NR
         cols = min(NR, j_hi - j0)
-        base = q * kk * NR
+        base = q * kc * NR
         if cols < NR:
-            for k in range(kk):
+            for k in range(kc):
                 for j in range(cols, NR):
                     bp[base + k * NR + j] = 0.0
         if by_rows:  # rows of b are contiguous-ish: read along j
-            for k in range(kk):
-                src = b[bi, k, j0 : j0 + cols]
+            for k in range(kc):
+                src = b[bi, k0 + k, j0 : j0 + cols]
                 d = base + k * NR
                 for j in range(cols):
                     bp[d + j] = src[j]
         else:  # b is a transposed view (x @ W.T): read along k
             for j in range(cols):
-                src = b[bi, :, j0 + j]
-                for k in range(kk):
+                src = b[bi, k0 : k0 + kc, j0 + j]
+                for k in range(kc):
                     bp[base + k * NR + j] = src[k]
 
 
@@ -140,38 +158,42 @@ def _task(a, b, c, t, mc, nc, bp, apad, tile):
     i_hi = min(m, i_lo + mc)
     j_lo = jb * nc
     j_hi = min(n, j_lo + nc)
-    _pack_b_block(b, bi, j_lo, j_hi, bp)
-    am = a[bi]
-    cm = c[bi]
-    zero = i_lo - i_lo  # not a literal 0: one compiled micro-kernel serves both calls
+    a_off = bi * a.strides[0]
+    ars = a.strides[1] // 4  # element strides (checked to be whole elements before the call)
+    aks = a.strides[2] // 4
+    ldc = n
+    tp = _ptr(tile, 0)
+    ldt = tile.shape[1]  # = NR, but not a literal: one compiled micro-kernel serves both calls
     for k0 in range(0, kk, KC):  # k chunks in increasing k: the chains carry on in order
         kc = min(KC, kk - k0)
+        _pack_b_block(b, bi, k0, kc, j_lo, j_hi, bp)
         for j0 in range(j_lo, j_hi, NR):
-            pb = (((j0 - j_lo) // NR) * kk + k0) * NR
-            bpan = bp[pb : pb + kc * NR].reshape((kc, NR))
+            bpp = _ptr(bp, ((j0 - j_lo) // NR) * kc * NR * 4)
             cols = min(NR, j_hi - j0)
             for i0 in range(i_lo, i_hi, MR):
                 rows = min(MR, i_hi - i0)
-                if rows == MR:
-                    av = am[i0 : i0 + MR, k0 : k0 + kc]  # a strided view; read in place
+                if rows == MR:  # read a in place
+                    app = _ptr(a, a_off + i0 * a.strides[1] + k0 * a.strides[2])
+                    r_s, k_s = ars, aks
                 else:  # edge rows: zero-padded copy, the padding rows are never stored
                     for r in range(rows):
                         for k in range(kc):
-                            apad[r, k] = am[i0 + r, k0 + k]
+                            apad[r, k] = a[bi, i0 + r, k0 + k]
                     for r in range(rows, MR):
                         for k in range(kc):
                             apad[r, k] = 0.0
-                    av = apad[:, :kc]
+                    app = _ptr(apad, 0)
+                    r_s, k_s = apad.shape[1], 1
                 if rows == MR and cols == NR:
-                    _micro_kernel(kc, av, bpan, cm, i0, j0)
+                    _micro_kernel(kc, app, r_s, k_s, bpp, _ptr(c, ((bi * m + i0) * n + j0) * 4), ldc)
                 else:  # edge tile: through a full-size buffer, only the real part goes back
                     for r in range(rows):
                         for j in range(cols):
-                            tile[r, j] = cm[i0 + r, j0 + j]
-                    _micro_kernel(kc, av, bpan, tile, zero, zero)
+                            tile[r, j] = c[bi, i0 + r, j0 + j]
+                    _micro_kernel(kc, app, r_s, k_s, bpp, tp, ldt)
                     for r in range(rows):
                         for j in range(cols):
-                            cm[i0 + r, j0 + j] = tile[r, j]
+                            c[bi, i0 + r, j0 + j] = tile[r, j]
 
 
 @intrinsic
@@ -200,22 +222,40 @@ def _worker(tid, a, b, c, mc, nc, bp_ws, apads, tiles, counter):
 
 
 @njit(**_JIT)
-def _bmm_serial(a, b, c, mc, nc, bp_ws, apads, tiles):
+def _scratch(flat, threads, kcap, nc):
+    """Per-thread scratch carved out of one flat buffer: B panels, padded A rows, a C tile."""
+    b_size = kcap * nc
+    s0 = threads * b_size
+    s1 = s0 + threads * MR * kcap
+    bp_ws = flat[:s0].reshape((threads, b_size))
+    apads = flat[s0:s1].reshape((threads, MR, kcap))
+    tiles = flat[s1 : s1 + threads * MR * NR].reshape((threads, MR, NR))
+    return bp_ws, apads, tiles
+
+
+def _scratch_size(threads: int, kcap: int, nc: int) -> int:
+    return threads * (kcap * nc + MR * kcap + MR * NR)
+
+
+@njit(**_JIT)
+def _bmm_serial(a, b, c, mc, nc, flat):
     # [:, ::1, :] types a and b as strided ('A') whatever their layout: everything below
     # compiles once instead of once per combination of C/F/strided inputs.
     a = a[:, ::1, :]
     b = b[:, ::1, :]
     nb, m, n = c.shape
+    bp_ws, apads, tiles = _scratch(flat, 1, min(b.shape[1], KC), nc)
     for t in range(nb * ((m + mc - 1) // mc) * ((n + nc - 1) // nc)):
         _task(a, b, c, t, mc, nc, bp_ws[0], apads[0], tiles[0])
 
 
 @njit(parallel=True, **_JIT)
-def _bmm_parallel(a, b, c, mc, nc, bp_ws, apads, tiles):
+def _bmm_parallel(a, b, c, mc, nc, flat, threads):
     a = a[:, ::1, :]
     b = b[:, ::1, :]
+    bp_ws, apads, tiles = _scratch(flat, threads, min(b.shape[1], KC), nc)
     counter = np.zeros(1, np.int64)
-    for tid in prange(bp_ws.shape[0]):  # one iteration per thread; tasks are handed out dynamically
+    for tid in prange(threads):  # one iteration per thread; tasks are handed out dynamically
         _worker(tid, a, b, c, mc, nc, bp_ws, apads, tiles, counter)
 
 
@@ -259,30 +299,34 @@ class _Workspace(threading.local):
 
 
 _workspace = _Workspace()
-WORKSPACE_LIMIT = 1 << 26  # floats (256 MiB); bigger requests get a one-off allocation
+WORKSPACE_LIMIT = 1 << 24  # floats (64 MiB); bigger requests get a one-off allocation
+
+
+_F32 = np.dtype(np.float32)
 
 
 def _check(a, b, c, ndim: int) -> None:
     for name, x in (("a", a), ("b", b), ("c", c)):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
-        if x.dtype != np.float32:
-            raise TypeError(f"repro matmul works on float32, {name} is {x.dtype}")
-        if not x.dtype.isnative:
-            raise TypeError(f"{name} must be in native byte order")
+        if x.dtype is not _F32 and (x.dtype != _F32 or not x.dtype.isnative):
+            raise TypeError(f"repro matmul works on native float32, {name} is {x.dtype}")
         if x.ndim != ndim:
             raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
     if not c.flags.c_contiguous:
         raise ValueError("c must be C-contiguous")
     if not c.flags.writeable:
         raise ValueError("c must be writeable")
-    *ba, m, k = a.shape
-    *bb, k2, n = b.shape
-    *bc, mc, nc = c.shape
-    if k != k2 or (m, n) != (mc, nc) or ba != bb or ba != bc:
+    if a.shape[:-2] != b.shape[:-2] or a.shape[:-2] != c.shape[:-2] or a.shape[-1] != b.shape[-2] \
+            or c.shape[-2:] != (a.shape[-2], b.shape[-1]):
         raise ValueError(f"shape mismatch: a {a.shape} @ b {b.shape} into c {c.shape}")
     if np.may_share_memory(c, a) or np.may_share_memory(c, b):
         raise ValueError("c must not overlap a or b")
+
+
+def _whole_element_strides(x: np.ndarray) -> np.ndarray:
+    """x itself, or a copy if some stride is not a whole number of elements (exotic views)."""
+    return x if all(s % x.itemsize == 0 for s in x.strides) else np.ascontiguousarray(x)
 
 
 def _run(a3: np.ndarray, b3: np.ndarray, c3: np.ndarray) -> None:
@@ -290,22 +334,17 @@ def _run(a3: np.ndarray, b3: np.ndarray, c3: np.ndarray) -> None:
     n = b3.shape[2]
     if nb == 0 or m == 0 or n == 0 or kk == 0:
         return  # no k: every chain is empty and c keeps its values
-    threads = numba.get_num_threads()
-    if nb * m * n * kk < SERIAL_WORK:
-        threads = 1
-    mc, nc = _block_sizes(nb, m, n, threads)
-    b_size = kk * nc  # nc is a multiple of NR
-    a_size = MR * min(kk, KC)
-    sizes = (threads * b_size, threads * a_size, threads * MR * NR)
-    total = sum(sizes)
-    flat = _workspace.get(total) if total <= WORKSPACE_LIMIT else np.empty(total, np.float32)
-    bp_ws = flat[: sizes[0]].reshape(threads, b_size)
-    apads = flat[sizes[0] : sizes[0] + sizes[1]].reshape(threads, MR, a_size // MR)
-    tiles = flat[sizes[0] + sizes[1] :].reshape(threads, MR, NR)
+    threads = 1 if nb * m * n * kk < SERIAL_WORK else numba.get_num_threads()
     if threads == 1:
-        _bmm_serial(a3, b3, c3, mc, nc, bp_ws, apads, tiles)
+        mc, nc = -(-m // MR) * MR, min(-(-n // NR) * NR, NC)
     else:
-        _bmm_parallel(a3, b3, c3, mc, nc, bp_ws, apads, tiles)
+        mc, nc = _block_sizes(nb, m, n, threads)
+    size = _scratch_size(threads, min(kk, KC), nc)
+    flat = _workspace.get(size) if size <= WORKSPACE_LIMIT else np.empty(size, np.float32)
+    if threads == 1:
+        _bmm_serial(a3, b3, c3, mc, nc, flat)
+    else:
+        _bmm_parallel(a3, b3, c3, mc, nc, flat, threads)
 
 
 def matmul_acc(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -315,15 +354,22 @@ def matmul_acc(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     and returned. Calling it on k-ranges [0, K1) then [K1, K) gives the same bits as one call.
     """
     _check(a, b, c, 2)
-    _run(a[None], b[None], c[None])
+    _run(_whole_element_strides(a)[None], b[None], c[None])
     return c
+
+
+def _fresh_output(a, b, ndim: int) -> np.ndarray:
+    for name, x in (("a", a), ("b", b)):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
+        if x.ndim != ndim:
+            raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
+    return np.zeros(a.shape[:-1] + b.shape[-1:], np.float32)
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b as `matmul_acc` into a fresh zero (+0.0) output."""
-    if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray) or a.ndim != 2 or b.ndim != 2:
-        raise ValueError("matmul takes two 2-D numpy arrays")
-    c = np.zeros((a.shape[0], b.shape[1]), np.float32)
+    c = _fresh_output(a, b, 2)
     return matmul_acc(a, b, c)
 
 
@@ -333,13 +379,11 @@ def bmm_acc(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     a (B, M, K), b (B, K, N) float32, any strides; c (B, M, N) float32, C-contiguous.
     """
     _check(a, b, c, 3)
-    _run(a, b, c)
+    _run(_whole_element_strides(a), b, c)
     return c
 
 
 def bmm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Batched a @ b as `bmm_acc` into a fresh zero (+0.0) output."""
-    if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray) or a.ndim != 3 or b.ndim != 3:
-        raise ValueError("bmm takes two 3-D numpy arrays")
-    c = np.zeros((a.shape[0], a.shape[1], b.shape[2]), np.float32)
+    c = _fresh_output(a, b, 3)
     return bmm_acc(a, b, c)

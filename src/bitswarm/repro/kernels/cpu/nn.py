@@ -35,6 +35,17 @@ def _sumexp(x, i, m):
     return s
 
 
+@numba.njit(inline="always")
+def _exp_shifted(x, i, m, out):
+    """out[i, j] = exp(x[i, j] - m); returns their sequential sum."""
+    s = ZERO
+    for j in range(x.shape[1]):
+        e = exp32(x[i, j] - m)
+        out[i, j] = e
+        s = s + e
+    return s
+
+
 @numba.njit(parallel=True)
 def _row_sum(x, out):
     for i in numba.prange(x.shape[0]):
@@ -53,12 +64,7 @@ def _row_max(x, out):
 @numba.njit(parallel=True)
 def _softmax(x, out):
     for i in numba.prange(x.shape[0]):
-        m = _max(x, i)
-        s = ZERO
-        for j in range(x.shape[1]):
-            e = exp32(x[i, j] - m)
-            out[i, j] = e
-            s = s + e
+        s = _exp_shifted(x, i, _max(x, i), out)
         for j in range(x.shape[1]):
             out[i, j] = out[i, j] / s
 
@@ -89,12 +95,7 @@ def _ce_bwd(x, t, g, out):
             for j in range(x.shape[1]):
                 out[i, j] = ZERO
             continue
-        m = _max(x, i)
-        s = ZERO
-        for j in range(x.shape[1]):
-            e = exp32(x[i, j] - m)
-            out[i, j] = e
-            s = s + e
+        s = _exp_shifted(x, i, _max(x, i), out)
         for j in range(x.shape[1]):
             p = out[i, j] / s
             if j == t[i]:
