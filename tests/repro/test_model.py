@@ -100,3 +100,24 @@ def test_merkle_root_domain_separation():
     n01 = hashlib.sha256(b"\x01" + l0 + l1).digest()
     assert merkle_root(xs) == hashlib.sha256(b"\x01" + n01 + l2).hexdigest()
     assert merkle_root(xs[:1]) == l0.hex()
+
+
+def test_smollm2_logits_agree_with_transformers(smollm2_store):
+    from transformers import AutoModelForCausalLM
+
+    from bitswarm.repro.backend import get_backend
+    from bitswarm.repro.config import LlamaConfig
+    from bitswarm.repro.model import Llama
+    from bitswarm.repro.weights import load_params
+
+    store, cid = smollm2_store
+    d = store.checkout(cid)
+    cfg = LlamaConfig.from_dir(d)
+    assert (cfg.num_heads, cfg.num_kv_heads, cfg.num_layers) == (9, 3, 30)
+    ids = np.array([[1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308]], np.int64)
+    ours, _ = Llama(cfg, load_params(d, cfg), get_backend("numba")).forward(ids)
+    hf = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    with torch.no_grad():
+        theirs = hf(torch.from_numpy(ids)).logits[0].numpy()
+    assert np.max(np.abs(ours - theirs)) < 2e-3 * max(1.0, float(np.max(np.abs(theirs))))
+    assert np.array_equal(ours.argmax(-1), theirs.argmax(-1))
