@@ -6,15 +6,19 @@ Measured in one run, side by side, on SmolLM2-135M-Instruct and on the tiny mode
   - one training step (forward + backward + AdamW) at batch x seq tokens
   - matmul GFLOP/s at the model's MLP shape: repro kernel vs torch.mm
   - generation tokens/s (greedy, KV cache), repro vs native
-Each timing is the median of several repeats after a warm-up. The machine is shared and noisy:
-read the ratios, not the absolute numbers. The data directory is $BITSWARM_HOME (default
+Each timing is the median of several repeats after a warm-up, each backend in its own
+subprocess: numba's and torch's OpenMP pools spin-wait after a parallel region, and in one
+process the idle pool of one would steal the cores of the other. The machine is shared and
+noisy: read the ratios, not the absolute numbers. The data directory is $BITSWARM_HOME (default
 ~/.bitswarm); SmolLM2 is imported there on first use (conversion cached).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import time
 
@@ -49,19 +53,21 @@ def train_step_time(model_dir, backend: str, batch: int, seq: int, repeats: int)
     return median_time(lambda: train_step(model, state, mb, Hyper(lr=1e-5)), repeats)
 
 
-def matmul_rates(m: int, k: int, n: int, repeats: int) -> tuple[float, float]:
-    import torch
-
-    from bitswarm.repro.kernels.cpu import matmul as rk
-
+def matmul_rate(m: int, k: int, n: int, backend: str, repeats: int) -> float:
+    """GFLOP/s of x @ W.T (a linear layer's forward) on one backend."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((m, k), dtype=np.float32)
     w = rng.standard_normal((n, k), dtype=np.float32)
-    flop = 2.0 * m * k * n
-    t_repro = median_time(lambda: rk.matmul(x, w.T), repeats)
-    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
-    t_torch = median_time(lambda: torch.mm(xt, wt.T), repeats)
-    return flop / t_repro / 1e9, flop / t_torch / 1e9
+    if backend == "numba":
+        from bitswarm.repro.kernels.cpu import matmul as rk
+
+        fn = lambda: rk.matmul(x, w.T)  # noqa: E731
+    else:
+        import torch
+
+        xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+        fn = lambda: torch.mm(xt, wt.T)  # noqa: E731
+    return 2.0 * m * k * n / median_time(fn, repeats) / 1e9
 
 
 def gen_rate(store, cid: str, backend: str, tokens: int) -> float:
@@ -72,49 +78,75 @@ def gen_rate(store, cid: str, backend: str, tokens: int) -> float:
     return r.new_tokens / r.seconds
 
 
+MEASURES = ("train", "matmul", "generate")
+SHAPES = {"tiny": dict(batch=8, seq=64, mm=(512, 64, 160)), "SmolLM2-135M": dict(batch=4, seq=128, mm=(512, 576, 1536))}
+
+
+def worker(args) -> dict:
+    """One measurement in this process: prints {"value": ...}."""
+    from bitswarm.node.home import resolve_home, store_dir
+    from bitswarm.repro.backend import set_threads
+    from bitswarm.store import BlobStore
+
+    set_threads(args.threads)
+    store = BlobStore(store_dir(resolve_home()))
+    s = SHAPES[args.model_name]
+    reps = 2 if args.quick else 3
+    if args.measure == "train":
+        return {"value": train_step_time(store.checkout(args.cid), args.backend, s["batch"], s["seq"], reps)}
+    if args.measure == "matmul":
+        return {"value": matmul_rate(*s["mm"], args.backend, repeats=7)}
+    return {"value": gen_rate(store, args.cid, "repro" if args.backend == "numba" else "native", 16 if args.quick else 32)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and tokens")
+    ap.add_argument("--worker", nargs=4, metavar=("MEASURE", "MODEL", "CID", "BACKEND"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        args.measure, args.model_name, args.cid, args.backend = args.worker
+        print(json.dumps(worker(args)))
+        return 0
 
     from rich.console import Console
     from rich.table import Table
 
     from bitswarm.models.importer import import_model, init_model
     from bitswarm.node.home import resolve_home, store_dir
-    from bitswarm.repro.backend import set_threads
     from bitswarm.store import BlobStore
 
-    set_threads(args.threads)
     con = Console(stderr=True)
     store = BlobStore(store_dir(resolve_home()))
     with con.status("importing models"):
-        models = {
-            "tiny": init_model(store, "tiny", 0),
-            "SmolLM2-135M": import_model(store, "smollm2-135m-instruct"),
-        }
-    reps = 2 if args.quick else 3
-    shapes = {"tiny": dict(batch=8, seq=64, mm=(512, 64, 160)), "SmolLM2-135M": dict(batch=4, seq=128, mm=(512, 576, 1536))}
+        models = {"tiny": init_model(store, "tiny", 0), "SmolLM2-135M": import_model(store, "smollm2-135m-instruct")}
+
+    def measure(what, name, cid, backend) -> float:
+        cmd = [sys.executable, __file__, "--threads", str(args.threads), "--worker", what, name, cid, backend]
+        if args.quick:
+            cmd.insert(2, "--quick")
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])["value"]
+
     table = Table(title=f"repro vs native, {args.threads} threads")
-    for col in ("model", "measure", "repro", "native", "repro / native"):
+    for col in ("model", "measure", "repro", "native", "ratio"):
         table.add_column(col, justify="right")
+    results = {}
     for name, cid in models.items():
-        d = store.checkout(cid)
-        s = shapes[name]
-        with con.status(f"{name}: training step"):
-            tr = train_step_time(d, "numba", s["batch"], s["seq"], reps)
-            tn = train_step_time(d, "native", s["batch"], s["seq"], reps)
-        table.add_row(name, f"train step s ({s['batch']}x{s['seq']} tokens)", f"{tr:.3f}", f"{tn:.3f}", f"{tr / tn:.2f}x time")
-        with con.status(f"{name}: matmul"):
-            gr, gt = matmul_rates(*s["mm"], repeats=5)
-        table.add_row(name, f"matmul GFLOP/s {s['mm']}", f"{gr:.1f}", f"{gt:.1f}", f"{gt / gr:.2f}x slower")
-        with con.status(f"{name}: generation"):
-            ntok = 16 if args.quick else 32
-            rr = gen_rate(store, cid, "repro", ntok)
-            rn = gen_rate(store, cid, "native", ntok)
-        table.add_row(name, "generation tokens/s", f"{rr:.2f}", f"{rn:.2f}", f"{rn / rr:.2f}x slower")
+        s = SHAPES[name]
+        for what in MEASURES:
+            with con.status(f"{name}: {what}"):
+                r, n = measure(what, name, cid, "numba"), measure(what, name, cid, "native")
+            results[f"{name}/{what}"] = {"repro": r, "native": n}
+            if what == "train":
+                table.add_row(name, f"train step s ({s['batch']}x{s['seq']} tokens)", f"{r:.3f}", f"{n:.3f}", f"repro takes {r / n:.2f}x")
+            elif what == "matmul":
+                table.add_row(name, f"matmul GFLOP/s {s['mm']}", f"{r:.1f}", f"{n:.1f}", f"torch {n / r:.2f}x faster")
+            else:
+                table.add_row(name, "generation tokens/s", f"{r:.2f}", f"{n:.2f}", f"native {n / r:.2f}x faster")
     Console().print(table)
+    print(json.dumps(results))
     return 0
 
 

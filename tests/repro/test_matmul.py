@@ -42,10 +42,11 @@ def special(rng, *shape):
     return x.astype(F32)
 
 
-@pytest.fixture
-def parallel_path(monkeypatch):
+@pytest.fixture(params=["pool", "prange"])
+def parallel_path(request, monkeypatch):
     """Make the kernel take its threaded path even for small problems (many edge tiles)."""
     monkeypatch.setattr(fast, "SERIAL_WORK", 0)
+    monkeypatch.setattr(fast, "THREADING", request.param)
 
 
 @pytest.fixture

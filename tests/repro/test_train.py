@@ -57,7 +57,7 @@ def test_native_backend_trains_but_differs(tiny_model_store, small_spec, tmp_pat
 
 def test_killed_run_resumes_to_the_same_bits(tiny_model_store, small_spec, tmp_path, bitswarm_home):
     store, cid = tiny_model_store
-    spec = small_spec.model_copy(update={"steps": 6, "checkpoint_every": 2})
+    spec = small_spec.model_copy(update={"steps": 40, "global_batch": 2, "seq_len": 16, "checkpoint_every": 4})
     full = _train(store, spec, tmp_path / "full")
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(spec.to_yaml())
@@ -72,14 +72,14 @@ def test_killed_run_resumes_to_the_same_bits(tiny_model_store, small_spec, tmp_p
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         log = out / "steps.jsonl"
-        if log.exists() and len(log.read_text().splitlines()) >= 3:
+        if log.exists() and len(log.read_text().splitlines()) >= 6:
             break
         if proc.poll() is not None:
             pytest.fail(f"training ended early: {proc.stderr.read().decode()}")
-        time.sleep(0.05)
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert len((out / "steps.jsonl").read_text().splitlines()) < 6
+    assert len((out / "steps.jsonl").read_text().splitlines()) < 40
     again = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert again.returncode == 1 and "--resume" in again.stderr
     resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, check=True)

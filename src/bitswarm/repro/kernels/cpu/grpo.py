@@ -5,13 +5,14 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from bitswarm.repro.kernels.cpu.dispatch import kernel
 from bitswarm.repro.kernels.cpu.transcendental import exp32
 
 ZERO = np.float32(0.0)
 ONE = np.float32(1.0)
 
 
-@numba.njit(parallel=True)
+@kernel
 def _grpo(logp, logp_old, adv, w, lo, hi, loss, dlogp):
     for i in numba.prange(logp.size):
         r = exp32(logp[i] - logp_old[i])
@@ -33,5 +34,5 @@ def grpo_token_loss(logp, logp_old, adv, w, clip_low, clip_high):
     flat = [a.reshape(-1) for a in arrs]
     loss, dlogp = np.empty(flat[0].size, np.float32), np.empty(flat[0].size, np.float32)
     lo, hi = ONE - np.float32(clip_low), ONE + np.float32(clip_high)
-    _grpo(*flat, lo, hi, loss, dlogp)
+    _grpo(flat[0].size, *flat, lo, hi, loss, dlogp)
     return loss.reshape(shape), dlogp.reshape(shape)

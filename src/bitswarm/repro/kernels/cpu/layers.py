@@ -11,6 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from bitswarm.repro.kernels.cpu.dispatch import kernel
 from bitswarm.repro.fp import fma32
 from bitswarm.repro.kernels.cpu.transcendental import sigmoid32, silu32
 from bitswarm.repro.reference.layers import (
@@ -49,7 +50,7 @@ COL_BLOCK = 64  # columns per parallel task in reductions over rows (does not af
 # RMSNorm
 
 
-@numba.njit(parallel=True)
+@kernel
 def _rmsnorm_fwd(x, w, eps, y, rstd):
     n, d = x.shape
     fd = np.float32(d)
@@ -64,7 +65,7 @@ def _rmsnorm_fwd(x, w, eps, y, rstd):
             y[i, j] = (x[i, j] * r) * w[j]
 
 
-@numba.njit(parallel=True)
+@kernel
 def _rmsnorm_bwd_dx(dy, x, w, rstd, dx):
     n, d = x.shape
     fd = np.float32(d)
@@ -79,7 +80,7 @@ def _rmsnorm_bwd_dx(dy, x, w, rstd, dx):
             dx[i, j] = r * fma32(-xh, c, dy[i, j] * w[j])
 
 
-@numba.njit(parallel=True)
+@kernel
 def _rmsnorm_bwd_dw(dy, x, rstd, dw):
     n, d = x.shape
     nblocks = (d + COL_BLOCK - 1) // COL_BLOCK
@@ -96,7 +97,7 @@ def rmsnorm_fwd(x, w, eps: float) -> tuple[np.ndarray, np.ndarray]:
     x, w = _check_rmsnorm(x, w)
     y = np.empty_like(x)
     rstd = np.empty(x.shape[0], np.float32)
-    _rmsnorm_fwd(x, w, _eps(eps), y, rstd)
+    _rmsnorm_fwd(x.size, x, w, _eps(eps), y, rstd)
     return y, rstd
 
 
@@ -104,8 +105,8 @@ def rmsnorm_bwd(dy, x, w, rstd, dw_acc) -> np.ndarray:
     dy, x, w, rstd = _check_rmsnorm_bwd(dy, x, w, rstd)
     _acc(dw_acc, "dw_acc", (x.shape[1],))
     dx = np.empty_like(x)
-    _rmsnorm_bwd_dx(dy, x, w, rstd, dx)
-    _rmsnorm_bwd_dw(dy, x, rstd, dw_acc)
+    _rmsnorm_bwd_dx(x.size, dy, x, w, rstd, dx)
+    _rmsnorm_bwd_dw(x.size, dy, x, rstd, dw_acc)
     return dx
 
 
@@ -113,7 +114,7 @@ def rmsnorm_bwd(dy, x, w, rstd, dw_acc) -> np.ndarray:
 # rotary position embedding
 
 
-@numba.njit(parallel=True)
+@kernel
 def _rotate(x, c, s, y):
     nb, t, nh, dh = x.shape
     h = dh // 2
@@ -133,14 +134,14 @@ def _rotate(x, c, s, y):
 def rope_fwd(x, cos, sin) -> np.ndarray:  # noqa: A002
     x4, c, s, shape = _check_rope(x, cos, sin)
     y = np.empty_like(x4)
-    _rotate(x4, c, s, y)
+    _rotate(x4.size, x4, c, s, y)
     return y.reshape(shape)
 
 
 def rope_bwd(dy, cos, sin) -> np.ndarray:  # noqa: A002
     d4, c, s, shape = _check_rope(dy, cos, sin, "dy")
     dx = np.empty_like(d4)
-    _rotate(d4, c, -s, dx)
+    _rotate(d4.size, d4, c, -s, dx)
     return dx.reshape(shape)
 
 
@@ -148,7 +149,7 @@ def rope_bwd(dy, cos, sin) -> np.ndarray:  # noqa: A002
 # token embedding
 
 
-@numba.njit(parallel=True)
+@kernel
 def _embedding_fwd(ids, table, y):
     for n in numba.prange(ids.shape[0]):
         r = ids[n]
@@ -156,7 +157,7 @@ def _embedding_fwd(ids, table, y):
             y[n, j] = table[r, j]
 
 
-@numba.njit(parallel=True)
+@kernel
 def _embedding_bwd(ids, dy, acc):
     d = acc.shape[1]
     nblocks = (d + COL_BLOCK - 1) // COL_BLOCK
@@ -173,7 +174,7 @@ def embedding_fwd(ids, table) -> np.ndarray:
     table = _f32(table, "table", 2)
     ids = _check_ids(ids, table.shape[0])
     y = np.empty((ids.shape[0], table.shape[1]), np.float32)
-    _embedding_fwd(ids, table, y)
+    _embedding_fwd(y.size, ids, table, y)
     return y
 
 
@@ -186,20 +187,20 @@ def embedding_bwd(ids, dy, dtable_acc) -> None:
     dy = _f32(dy, "dy", 2)
     if dy.shape != (ids.shape[0], d):
         raise ValueError(f"dy must have shape ({ids.shape[0]}, {d}), got {dy.shape}")
-    _embedding_bwd(ids, dy, dtable_acc)
+    _embedding_bwd(dy.size, ids, dy, dtable_acc)
 
 
 # ---------------------------------------------------------------------------------------------
 # SwiGLU (flat, elementwise)
 
 
-@numba.njit(parallel=True)
+@kernel
 def _swiglu_fwd(g, u, h):
     for k in numba.prange(g.shape[0]):
         h[k] = silu32(g[k]) * u[k]
 
 
-@numba.njit(parallel=True)
+@kernel
 def _swiglu_bwd(dh, g, u, dg, du):
     for k in numba.prange(g.shape[0]):
         gk = g[k]
@@ -212,7 +213,7 @@ def _swiglu_bwd(dh, g, u, dg, du):
 def swiglu_fwd(gate, up) -> np.ndarray:
     gate, up = _check_swiglu(gate, up)
     h = np.empty_like(gate)
-    _swiglu_fwd(gate.reshape(-1), up.reshape(-1), h.reshape(-1))
+    _swiglu_fwd(gate.size, gate.reshape(-1), up.reshape(-1), h.reshape(-1))
     return h
 
 
@@ -222,5 +223,5 @@ def swiglu_bwd(dh, gate, up) -> tuple[np.ndarray, np.ndarray]:
     _same_shape("dh", dh, gate)
     dgate = np.empty_like(gate)
     dup = np.empty_like(gate)
-    _swiglu_bwd(dh.reshape(-1), gate.reshape(-1), up.reshape(-1), dgate.reshape(-1), dup.reshape(-1))
+    _swiglu_bwd(gate.size, dh.reshape(-1), gate.reshape(-1), up.reshape(-1), dgate.reshape(-1), dup.reshape(-1))
     return dgate, dup

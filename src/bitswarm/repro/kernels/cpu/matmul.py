@@ -32,7 +32,9 @@ the chains across outputs but cannot contract, reassociate or flush subnormals.
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -50,6 +52,7 @@ NR = 64  # columns of the register tile (4 AVX-512 / 8 AVX2 vectors)
 KC = 1024  # k per pass over a C tile: the B micro-panel (KC*NR*4 = 256 KiB) stays in L2
 MC = 1024  # at most this many rows of C per task (a task packs its B columns once)
 NC = 256  # at most this many columns of C per task (multiple of NR)
+THREADING = "pool"  # "pool": helper threads that may join late; "prange": numba's parallel loop
 SERIAL_WORK = 1 << 24  # fewer fma (M*N*K) than this: one thread (waking others costs more)
 
 _JIT = dict(nogil=True, error_model="numpy", boundscheck=False, cache=True)
@@ -197,28 +200,50 @@ def _task(a, b, c, t, mc, nc, bp, apad, tile):
 
 
 @intrinsic
-def _next_task(typingctx, counter):
-    """Atomically counter[0] += 1 and return the old value (hands out tasks to threads)."""
-    sig = types.int64(counter)
+def _atomic_inc(typingctx, counter, idx):
+    """Atomically counter[idx] += 1 and return the old value (acquire-release)."""
+    sig = types.int64(counter, idx)
 
     def codegen(context, builder, signature, args):
         ary = context.make_array(signature.args[0])(context, builder, args[0])
-        one = ir.Constant(ir.IntType(64), 1)
-        return builder.atomic_rmw("add", ary.data, one, "monotonic")
+        ptr = builder.gep(ary.data, [args[1]])
+        return builder.atomic_rmw("add", ptr, ir.Constant(ir.IntType(64), 1), "acq_rel")
+
+    return sig, codegen
+
+
+@intrinsic
+def _atomic_load(typingctx, counter, idx):
+    """counter[idx], read with acquire ordering."""
+    sig = types.int64(counter, idx)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        return builder.load_atomic(ptr, "acquire", 8)
 
     return sig, codegen
 
 
 @njit(**_JIT)
 def _worker(tid, a, b, c, mc, nc, bp_ws, apads, tiles, counter):
-    """Thread tid takes output blocks one at a time until none are left (dynamic balance)."""
+    """Thread tid takes output blocks one at a time until none are left (dynamic balance).
+
+    counter[0]: the next block to hand out; counter[1]: how many blocks are finished.
+    """
     nb, m, n = c.shape
     ntasks = nb * ((m + mc - 1) // mc) * ((n + nc - 1) // nc)
     while True:
-        t = _next_task(counter)
+        t = _atomic_inc(counter, 0)
         if t >= ntasks:
             break
         _task(a, b, c, t, mc, nc, bp_ws[tid], apads[tid], tiles[tid])
+        _atomic_inc(counter, 1)
+
+
+@njit(**_JIT)
+def _finished(counter):
+    return _atomic_load(counter, 1)
 
 
 @njit(**_JIT)
@@ -250,13 +275,65 @@ def _bmm_serial(a, b, c, mc, nc, flat):
 
 
 @njit(parallel=True, **_JIT)
-def _bmm_parallel(a, b, c, mc, nc, flat, threads):
+def _bmm_prange(a, b, c, mc, nc, flat, threads):
     a = a[:, ::1, :]
     b = b[:, ::1, :]
     bp_ws, apads, tiles = _scratch(flat, threads, min(b.shape[1], KC), nc)
-    counter = np.zeros(1, np.int64)
-    for tid in prange(threads):  # one iteration per thread; tasks are handed out dynamically
+    counter = np.zeros(2, np.int64)
+    for tid in prange(threads):  # one iteration per thread; blocks are handed out dynamically
         _worker(tid, a, b, c, mc, nc, bp_ws, apads, tiles, counter)
+
+
+@njit(**_JIT)
+def _pool_worker(tid, a, b, c, mc, nc, flat, threads, counter):
+    a = a[:, ::1, :]
+    b = b[:, ::1, :]
+    bp_ws, apads, tiles = _scratch(flat, threads, min(b.shape[1], KC), nc)
+    _worker(tid, a, b, c, mc, nc, bp_ws, apads, tiles, counter)
+
+
+class _Helpers:
+    """Helper threads for the "pool" mode, started on first use (and again after a fork)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pool: ThreadPoolExecutor | None = None
+
+    def get(self) -> ThreadPoolExecutor:
+        with self.lock:
+            if self.pool is None:
+                workers = max(1, numba.config.NUMBA_NUM_THREADS - 1)
+                self.pool = ThreadPoolExecutor(workers, thread_name_prefix="repro-matmul")
+            return self.pool
+
+    def forget(self) -> None:  # in a forked child the threads are gone
+        self.lock = threading.Lock()
+        self.pool = None
+
+
+_helpers = _Helpers()
+os.register_at_fork(after_in_child=_helpers.forget)
+
+
+def _bmm_pool(a3, b3, c3, mc: int, nc: int, flat: np.ndarray, threads: int) -> None:
+    """The calling thread works too and only waits for blocks a helper has actually taken.
+
+    A helper that the OS does not schedule in time finds no blocks left and does nothing, so a
+    busy machine costs at most one thread's speed, never a wait for a sleeping thread.
+    """
+    nb, m, _ = a3.shape
+    n = b3.shape[2]
+    ntasks = nb * -(-m // mc) * -(-n // nc)
+    counter = np.zeros(2, np.int64)
+    pool = _helpers.get()
+    futures = [pool.submit(_pool_worker, tid, a3, b3, c3, mc, nc, flat, threads, counter)
+               for tid in range(1, threads)]
+    _pool_worker(0, a3, b3, c3, mc, nc, flat, threads, counter)
+    while _finished(counter) < ntasks:  # blocks still being computed by a helper
+        for f in futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()
+        os.sched_yield()
 
 
 def _split(size: int, cap: int, unit: int) -> int:
@@ -343,8 +420,10 @@ def _run(a3: np.ndarray, b3: np.ndarray, c3: np.ndarray) -> None:
     flat = _workspace.get(size) if size <= WORKSPACE_LIMIT else np.empty(size, np.float32)
     if threads == 1:
         _bmm_serial(a3, b3, c3, mc, nc, flat)
+    elif THREADING == "prange":
+        _bmm_prange(a3, b3, c3, mc, nc, flat, threads)
     else:
-        _bmm_parallel(a3, b3, c3, mc, nc, flat, threads)
+        _bmm_pool(a3, b3, c3, mc, nc, flat, threads)
 
 
 def matmul_acc(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:

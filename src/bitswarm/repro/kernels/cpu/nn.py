@@ -5,6 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from bitswarm.repro.kernels.cpu.dispatch import kernel
 from bitswarm.repro.fp import fma32
 from bitswarm.repro.kernels.cpu.transcendental import exp32, log32
 from bitswarm.repro.reference.nn import _check_targets, _rows
@@ -46,7 +47,7 @@ def _exp_shifted(x, i, m, out):
     return s
 
 
-@numba.njit(parallel=True)
+@kernel
 def _row_sum(x, out):
     for i in numba.prange(x.shape[0]):
         s = ZERO
@@ -55,13 +56,13 @@ def _row_sum(x, out):
         out[i] = s
 
 
-@numba.njit(parallel=True)
+@kernel
 def _row_max(x, out):
     for i in numba.prange(x.shape[0]):
         out[i] = _max(x, i)
 
 
-@numba.njit(parallel=True)
+@kernel
 def _softmax(x, out):
     for i in numba.prange(x.shape[0]):
         s = _exp_shifted(x, i, _max(x, i), out)
@@ -69,7 +70,7 @@ def _softmax(x, out):
             out[i, j] = out[i, j] / s
 
 
-@numba.njit(parallel=True)
+@kernel
 def _log_softmax(x, out):
     for i in numba.prange(x.shape[0]):
         m = _max(x, i)
@@ -78,7 +79,7 @@ def _log_softmax(x, out):
             out[i, j] = (x[i, j] - m) - ls
 
 
-@numba.njit(parallel=True)
+@kernel
 def _ce_fwd(x, t, out):
     for i in numba.prange(x.shape[0]):
         if t[i] < 0:
@@ -88,7 +89,7 @@ def _ce_fwd(x, t, out):
         out[i] = log32(_sumexp(x, i, m)) - (x[i, t[i]] - m)
 
 
-@numba.njit(parallel=True)
+@kernel
 def _ce_bwd(x, t, g, out):
     for i in numba.prange(x.shape[0]):
         if t[i] < 0:
@@ -106,7 +107,7 @@ def _ce_bwd(x, t, g, out):
 def row_sum(x):
     x = np.ascontiguousarray(_rows(x))
     out = np.empty(x.shape[0], np.float32)
-    _row_sum(x, out)
+    _row_sum(x.size, x, out)
     return out
 
 
@@ -115,7 +116,7 @@ def row_max(x):
     if x.shape[1] == 0:
         raise ValueError("row_max of an empty row")
     out = np.empty(x.shape[0], np.float32)
-    _row_max(x, out)
+    _row_max(x.size, x, out)
     return out
 
 
@@ -127,14 +128,14 @@ def row_mean(x):
 def softmax(x):
     x = np.ascontiguousarray(_rows(x))
     out = np.empty_like(x)
-    _softmax(x, out)
+    _softmax(x.size, x, out)
     return out
 
 
 def log_softmax(x):
     x = np.ascontiguousarray(_rows(x))
     out = np.empty_like(x)
-    _log_softmax(x, out)
+    _log_softmax(x.size, x, out)
     return out
 
 
@@ -142,7 +143,7 @@ def cross_entropy_fwd(x, targets):
     x = np.ascontiguousarray(_rows(x))
     t = _check_targets(x, targets)
     out = np.empty(x.shape[0], np.float32)
-    _ce_fwd(x, t, out)
+    _ce_fwd(x.size, x, t, out)
     return out
 
 
@@ -150,11 +151,11 @@ def cross_entropy_bwd(x, targets, g):
     x = np.ascontiguousarray(_rows(x))
     t = _check_targets(x, targets)
     out = np.empty_like(x)
-    _ce_bwd(x, t, np.ascontiguousarray(g, dtype=np.float32), out)
+    _ce_bwd(x.size, x, t, np.ascontiguousarray(g, dtype=np.float32), out)
     return out
 
 
-@numba.njit(parallel=True)
+@kernel
 def _row_dot(a, b, out):
     for i in numba.prange(a.shape[0]):
         r = ZERO
@@ -168,5 +169,5 @@ def row_dot(a, b):
     if a.shape != b.shape:
         raise ValueError(f"row_dot of shapes {a.shape} and {b.shape}")
     out = np.empty(a.shape[0], np.float32)
-    _row_dot(a, b, out)
+    _row_dot(a.size, a, b, out)
     return out

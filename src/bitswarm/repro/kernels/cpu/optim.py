@@ -11,6 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from bitswarm.repro.kernels.cpu.dispatch import kernel
 from bitswarm.repro.fp import fma32
 from bitswarm.repro.reference.optim import (
     _check_adamw,
@@ -35,13 +36,13 @@ def _sq_chain(x, ss):
     return ss
 
 
-@numba.njit(parallel=True)
+@kernel
 def _scale(x, s):
     for k in numba.prange(x.shape[0]):
         x[k] = x[k] * s
 
 
-@numba.njit(parallel=True)
+@kernel
 def _adamw(p, g, m, v, b1, b2, eps, decay, omb1, omb2, bc1, bc2, neg_lr):
     for k in numba.prange(p.shape[0]):
         gk = g[k]
@@ -69,7 +70,7 @@ def scale_grads_(grads, scale) -> None:
     if scale == ONE:
         return
     for g in gs:
-        _scale(g.reshape(-1), scale)
+        _scale(g.size, g.reshape(-1), scale)
 
 
 def adamw_step_(param, grad, m, v, *, lr, beta1, beta2, eps, weight_decay, beta1_pow, beta2_pow) -> None:
@@ -78,4 +79,4 @@ def adamw_step_(param, grad, m, v, *, lr, beta1, beta2, eps, weight_decay, beta1
         lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
         beta1_pow=beta1_pow, beta2_pow=beta2_pow,
     )
-    _adamw(param.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), *coeffs)
+    _adamw(param.size, param.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), *coeffs)
