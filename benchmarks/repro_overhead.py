@@ -3,7 +3,8 @@
 Not a test. Run:  .venv/bin/python benchmarks/repro_overhead.py [--threads 2] [--quick]
 
 Measured in one run, side by side, on SmolLM2-135M-Instruct and on the tiny model:
-  - one training step (forward + backward + AdamW) at batch x seq tokens
+  - one training step (forward + backward + AdamW) at batch x seq tokens; also against the
+    plain-PyTorch way (transformers' Llama + autograd + torch.optim.AdamW) as a second baseline
   - matmul GFLOP/s at the model's MLP shape: repro kernel vs torch.mm
   - generation tokens/s (greedy, KV cache), repro vs native
 Each timing is the median of several repeats after a warm-up, each backend in its own
@@ -53,6 +54,28 @@ def train_step_time(model_dir, backend: str, batch: int, seq: int, repeats: int)
     return median_time(lambda: train_step(model, state, mb, Hyper(lr=1e-5)), repeats)
 
 
+def hf_train_step_time(model_dir, batch: int, seq: int, repeats: int) -> float:
+    """The plain-PyTorch reference point: transformers' Llama, autograd, torch.optim.AdamW."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95))
+    rng = np.random.default_rng(0)
+    ids = torch.from_numpy(rng.integers(3, model.config.vocab_size, size=(batch, seq + 1)).astype(np.int64))
+
+    def step():
+        opt.zero_grad()
+        out = model(ids[:, :-1], labels=None).logits
+        loss = torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), ids[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    return median_time(step, repeats)
+
+
 def matmul_rate(m: int, k: int, n: int, backend: str, repeats: int) -> float:
     """GFLOP/s of x @ W.T (a linear layer's forward) on one backend."""
     rng = np.random.default_rng(1)
@@ -71,11 +94,16 @@ def matmul_rate(m: int, k: int, n: int, backend: str, repeats: int) -> float:
 
 
 def gen_rate(store, cid: str, backend: str, tokens: int) -> float:
-    from bitswarm.models.generate import generate
+    """Greedy decoding tokens/s with a KV cache, never stopping early at an end token."""
+    from bitswarm.models.generate import encode_prompt, load
+    from bitswarm.repro.generate import generate
 
-    generate(store, cid, "Hello", 2, backend=backend)  # warm-up: compile, caches
-    r = generate(store, cid, "Write a short poem about the sea.", tokens, backend=backend)
-    return r.new_tokens / r.seconds
+    model, tok = load(store, cid, backend)
+    prompt = encode_prompt(tok, "Write a short poem about the sea.", chat=True)
+    generate(model, [prompt], 2)  # warm-up: compile, caches
+    t = time.perf_counter()
+    [out] = generate(model, [prompt], tokens, eos_ids=())
+    return len(out) / (time.perf_counter() - t)
 
 
 MEASURES = ("train", "matmul", "generate")
@@ -93,6 +121,8 @@ def worker(args) -> dict:
     s = SHAPES[args.model_name]
     reps = 2 if args.quick else 3
     if args.measure == "train":
+        if args.backend == "torch":
+            return {"value": hf_train_step_time(store.checkout(args.cid), s["batch"], s["seq"], reps)}
         return {"value": train_step_time(store.checkout(args.cid), args.backend, s["batch"], s["seq"], reps)}
     if args.measure == "matmul":
         return {"value": matmul_rate(*s["mm"], args.backend, repeats=7)}
@@ -140,7 +170,11 @@ def main() -> int:
                 r, n = measure(what, name, cid, "numba"), measure(what, name, cid, "native")
             results[f"{name}/{what}"] = {"repro": r, "native": n}
             if what == "train":
+                with con.status(f"{name}: transformers train step"):
+                    hf = measure(what, name, cid, "torch")
+                results[f"{name}/{what}"]["transformers"] = hf
                 table.add_row(name, f"train step s ({s['batch']}x{s['seq']} tokens)", f"{r:.3f}", f"{n:.3f}", f"repro takes {r / n:.2f}x")
+                table.add_row(name, "  vs transformers+autograd step s", f"{r:.3f}", f"{hf:.3f}", f"repro takes {r / hf:.2f}x")
             elif what == "matmul":
                 table.add_row(name, f"matmul GFLOP/s {s['mm']}", f"{r:.1f}", f"{n:.1f}", f"torch {n / r:.2f}x faster")
             else:

@@ -1,0 +1,31 @@
+"""The tiled matmul kernel equals a plain per-output fma chain at model-sized shapes."""
+
+import numba
+import numpy as np
+import pytest
+
+from bitswarm.repro.fp import fma32
+from bitswarm.repro.kernels.cpu import matmul as mk
+
+
+@numba.njit(parallel=True)
+def _chain(a, b, c):
+    for i in numba.prange(a.shape[0]):
+        for j in range(b.shape[1]):
+            acc = c[i, j]
+            for k in range(a.shape[1]):
+                acc = fma32(a[i, k], b[k, j], acc)
+            c[i, j] = acc
+
+
+@pytest.mark.parametrize("m,k,n", [(130, 1536, 97), (512, 576, 200), (1, 576, 3000), (7, 3000, 65)])
+def test_model_sized_shapes_equal_the_plain_chain(m, k, n):
+    rng = np.random.default_rng(m + k + n)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    w = rng.standard_normal((n, k), dtype=np.float32)
+    c0 = rng.standard_normal((m, n), dtype=np.float32)
+    want = c0.copy()
+    _chain(a, np.ascontiguousarray(w.T), want)
+    got = c0.copy()
+    mk.matmul_acc(a, w.T, got)
+    assert got.tobytes() == want.tobytes()
