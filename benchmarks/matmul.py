@@ -97,13 +97,16 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--quick", action="store_true", help="a few shapes only")
     p.add_argument("--no-naive", action="store_true", help="skip the (slow) naive loop")
+    p.add_argument("--threading", choices=["pool", "prange"], default=repro.THREADING,
+                   help="how the repro kernel runs its threads (default: %(default)s)")
     args = p.parse_args()
+    repro.THREADING = args.threading
 
     numba.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    print(f"threads={args.threads}, torch {torch.__version__}, numba {numba.__version__}, "
-          f"median of {args.repeats}, GFLOP/s")
+    print(f"threads={args.threads} (repro: {args.threading}), torch {torch.__version__}, "
+          f"numba {numba.__version__}, median of {args.repeats}, GFLOP/s")
     head = (f"{'case':26s} {'B':>3s} {'M':>5s} {'K':>5s} {'N':>5s} {'lay':>3s} "
             f"{'repro':>7s} {'torch':>7s} {'naive':>7s} {'repro/torch':>11s} {'repro/naive':>11s}")
     print(head + "\n" + "-" * len(head))
@@ -135,7 +138,8 @@ def main() -> None:
             g_naive = flop * rows / m / t / 1e9
         print(f"{label:26s} {nb:3d} {m:5d} {k:5d} {n:5d} {layout:>3s} {g_repro:7.1f} {g_torch:7.1f} "
               f"{g_naive:7.1f} {g_repro / g_torch:11.2f} {g_repro / g_naive:11.1f}", flush=True)
-    print(f"numba threading layer: {numba.threading_layer()}")
+    if args.threading == "prange":
+        print(f"numba threading layer: {numba.threading_layer()}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
+
 import numba
 import numpy as np
 import pytest
@@ -159,15 +162,46 @@ def test_thread_count_does_not_change_bits(threads, parallel_path):
 def test_large_problem_default_path_is_consistent(threads):
     # big enough for the threaded path with its default blocking; checked against threads=1
     rng = np.random.default_rng(3)
-    a, b = randn(rng, 300, 576), randn(rng, 576, 200)
+    a, b = randn(rng, 400, 576), randn(rng, 576, 300)
+    assert a.shape[0] * a.shape[1] * b.shape[1] >= fast.SERIAL_WORK
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     many = fast.matmul(a, b)
     numba.set_num_threads(1)
     one = fast.matmul(a, b)
     assert same_bits(many, one)
     # and a few outputs against the spec (a full reference run would be slow)
-    rows = [0, 5, 6, 299]
+    rows = [0, 5, 6, 399]
     assert same_bits(many[rows], ref.matmul(a[rows], b))
+
+
+class _LateExecutor:
+    """Stands in for the helper pool: jobs start only after `delay` seconds, or never."""
+
+    def __init__(self, delay: float | None):
+        self.delay, self.timers = delay, []
+
+    def submit(self, fn, *args):
+        future = concurrent.futures.Future()
+        if self.delay is not None:
+            timer = threading.Timer(self.delay, lambda: future.set_result(fn(*args)))
+            timer.start()
+            self.timers.append(timer)
+        return future
+
+
+@pytest.mark.parametrize("delay", [None, 0.05])
+def test_pool_does_not_wait_for_helpers_that_never_started(delay, monkeypatch, threads):
+    late = _LateExecutor(delay)
+    monkeypatch.setattr(fast._helpers, "get", lambda: late)
+    monkeypatch.setattr(fast, "SERIAL_WORK", 0)
+    monkeypatch.setattr(fast, "THREADING", "pool")
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    rng = np.random.default_rng(8)
+    for _ in range(3):  # later calls reuse the scratch memory while late helpers start
+        a, b, c = randn(rng, 40, 50), randn(rng, 50, 300), randn(rng, 40, 300)
+        assert same_bits(fast.matmul_acc(a, b, c.copy()), ref.matmul_acc(a, b, c.copy()))
+    for timer in late.timers:
+        timer.join()
 
 
 def test_k_zero_leaves_c_unchanged():

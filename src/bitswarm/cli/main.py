@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from bitswarm import __version__
-from bitswarm.cli import config_cmd, identity_cmd, model_cmd, store_cmd
+from bitswarm.cli import config_cmd, identity_cmd, model_cmd, store_cmd, verify_cmd
 from bitswarm.cli.generate_cmd import generate
 from bitswarm.cli.train_cmd import spec_app, train
 from bitswarm.cli.state import State
@@ -27,6 +27,7 @@ app.add_typer(config_cmd.app, name="config")
 app.command("generate")(generate)
 app.add_typer(spec_app, name="spec")
 app.command("train")(train)
+app.add_typer(verify_cmd.app, name="verify")
 
 
 def _version(value: bool) -> None:

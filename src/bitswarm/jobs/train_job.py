@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bitswarm.jobs.datasets import ArithmeticData, JsonlData, _pad_id, to_micro_batch
@@ -43,22 +44,20 @@ def _check_run_dir(out: Path, spec: TrainSpec, resume: bool) -> None:
         raise JobError(f"{out} is not empty and holds no run; choose an empty or new --out")
 
 
-def run_training(
-    store: BlobStore,
-    spec: TrainSpec,
-    out: Path,
-    backend: str = "numba",
-    threads: int | None = None,
-    micro_batch: int | None = None,
-    resume: bool = False,
-    on_step: Callable[[dict], None] | None = None,
-) -> dict:
-    out = Path(out)
-    _check_run_dir(out, spec, resume)
+@dataclass
+class Prepared:
+    """Everything a spec determines, ready to train or to re-execute any step."""
+
+    model: Llama
+    state: repro_train.TrainState
+    batches_for_step: Callable[[int], list]
+    hyper: repro_train.Hyper
+
+
+def prepare(store: BlobStore, spec: TrainSpec, backend: str = "numba", micro_batch: int | None = None) -> Prepared:
     mb = micro_batch or spec.global_batch
     if mb < 1 or spec.global_batch % mb:
         raise JobError(f"--micro-batch {mb} must divide the global batch of {spec.global_batch}")
-    set_threads(threads)
     B = get_backend(backend)
     model_dir = store.checkout(spec.model)
     from transformers import AutoTokenizer
@@ -78,15 +77,37 @@ def run_training(
         return [to_micro_batch(ex[i : i + mb], spec.seq_len, pad, spec.loss == "grpo") for i in range(0, len(ex), mb)]
 
     params = load_params(model_dir, cfg)
-    model = Llama(cfg, params, B)
-    state = repro_train.TrainState(params, spec.seed)
+    return Prepared(Llama(cfg, params, B), repro_train.TrainState(params, spec.seed), batches_for_step, hyper_from(spec))
+
+
+def run_training(
+    store: BlobStore,
+    spec: TrainSpec,
+    out: Path,
+    backend: str = "numba",
+    threads: int | None = None,
+    micro_batch: int | None = None,
+    resume: bool = False,
+    on_step: Callable[[dict], None] | None = None,
+) -> dict:
+    out = Path(out)
+    _check_run_dir(out, spec, resume)
+    set_threads(threads)
+    p = prepare(store, spec, backend, micro_batch)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / SPEC_FILE).exists():
         (out / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
     result = repro_train.run(
-        model, state, batches_for_step, hyper_from(spec), spec.steps, out, spec.checkpoint_every,
+        p.model, p.state, p.batches_for_step, p.hyper, spec.steps, out, spec.checkpoint_every,
         resume=resume, on_step=on_step,
     )
-    result["backend"] = B.name
+    result["backend"] = p.model.B.name
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def load_run_spec(out: Path) -> TrainSpec:
+    try:
+        return parse_spec(json.loads((Path(out) / SPEC_FILE).read_text()))
+    except FileNotFoundError:
+        raise JobError(f"{out} holds no training run ({SPEC_FILE} is missing)") from None

@@ -21,10 +21,12 @@ How it is made fast without changing that order (BLIS-style blocking):
   own k in increasing order; the tile is stored between k chunks, which is exact in fp32, and
   the chunks are visited in increasing k. Edge tiles run the same micro-kernel on a full-size
   copy; their padded rows/columns compute on zeros and are never stored.
-* Threads (numba ``prange``, as many as ``numba.get_num_threads()``) only split the output into
-  independent blocks, handed out through an atomic counter; k is never split. So the result
+* Threads (as many as ``numba.get_num_threads()``) only split the output into independent
+  blocks, handed out one at a time through an atomic counter; k is never split. So the result
   does not depend on the thread count, the scheduling, the block sizes or the tile sizes.
-  Problems below SERIAL_WORK fma run on the calling thread alone.
+  Problems below SERIAL_WORK fma run on the calling thread alone. The threads are either
+  helper threads running the nogil kernel next to the caller (THREADING = "pool", default) or
+  a numba ``prange`` loop (THREADING = "prange"); see THREADING.
 
 fma is only ever `bitswarm.repro.fp.fma32` (llvm.fma.f32); no fastmath, so LLVM may vectorize
 the chains across outputs but cannot contract, reassociate or flush subnormals.
@@ -52,8 +54,10 @@ NR = 64  # columns of the register tile (4 AVX-512 / 8 AVX2 vectors)
 KC = 1024  # k per pass over a C tile: the B micro-panel (KC*NR*4 = 256 KiB) stays in L2
 MC = 1024  # at most this many rows of C per task (a task packs its B columns once)
 NC = 256  # at most this many columns of C per task (multiple of NR)
-THREADING = "pool"  # "pool": helper threads that may join late; "prange": numba's parallel loop
-SERIAL_WORK = 1 << 24  # fewer fma (M*N*K) than this: one thread (waking others costs more)
+THREADING = "pool"  # "pool": helper threads that may join late (robust when cores are busy)
+#                     "prange": numba's parallel loop (a bit faster on an idle machine, but its
+#                     end-of-loop barrier waits for every thread, ~10 ms per call on a busy one)
+SERIAL_WORK = 1 << 26  # fewer fma (M*N*K) than this: one thread (helpers would cost more)
 
 _JIT = dict(nogil=True, error_model="numpy", boundscheck=False, cache=True)
 

@@ -1,0 +1,56 @@
+"""`bitswarm verify`: check recorded work by re-executing it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bitswarm.cli.output import JSON_HELP, UserError, emit_json, err, out, reporting
+from bitswarm.cli.state import state
+
+app = typer.Typer(help="Check recorded work by re-executing it.", no_args_is_help=True)
+
+
+@app.command("replay")
+def replay_cmd(
+    ctx: typer.Context,
+    run_dir: Path = typer.Argument(..., help="A training run directory written by `bitswarm train`."),
+    start: int = typer.Option(None, "--from", min=1, help="First step to check (default 1)."),
+    stop: int = typer.Option(None, "--to", min=1, help="Last step to check (default: the last logged step)."),
+    sample: int = typer.Option(None, "--sample", min=1, help="Check K random steps, each from its nearest earlier checkpoint."),
+    seed: int = typer.Option(None, "--seed", help="Seed of --sample's choice (default: random)."),
+    threads: int = typer.Option(None, "--threads", min=1, help="Compute threads (never changes the result)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Re-execute steps from stored checkpoints and compare every state hash with the run's log."""
+    from bitswarm.jobs.train_job import JobError, load_run_spec, prepare
+    from bitswarm.repro.backend import set_threads
+    from bitswarm.verify.replay import ReplayError, replay
+
+    with reporting(as_json):
+        if sample is not None and (start is not None or stop is not None):
+            raise UserError("use either --from/--to or --sample, not both")
+        st = state(ctx)
+        try:
+            spec = load_run_spec(run_dir)
+            set_threads(threads if threads is not None else st.settings().threads)
+            prepared = prepare(st.store(), spec, "numba")
+            with Progress(TextColumn("replaying step {task.fields[step]}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=err, transient=True, disable=as_json) as progress:
+                total = sample or ((stop or spec.steps) - (start or 1) + 1)
+                task = progress.add_task("replay", total=max(total, 1), step="…")
+                result = replay(run_dir, prepared, start, stop, sample, seed,
+                                on_step=lambda s: progress.update(task, advance=1, step=s))
+        except (JobError, ReplayError) as e:
+            raise UserError(str(e)) from None
+        if as_json:
+            emit_json(result.as_dict())
+        elif result.ok:
+            out.print(f"[green]ok[/]: {result.steps_checked} step(s) reproduce the logged state hashes")
+        else:
+            out.print(f"[bold red]mismatch[/] at step {result.first_mismatch_step} "
+                      f"(after {result.steps_checked} checked step(s))")
+        if not result.ok:
+            raise typer.Exit(1)

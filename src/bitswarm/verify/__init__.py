@@ -1,0 +1,1 @@
+"""verify: checking training results by re-execution (and, next, the dispute game)."""
