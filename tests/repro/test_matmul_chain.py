@@ -29,3 +29,25 @@ def test_model_sized_shapes_equal_the_plain_chain(m, k, n):
     got = c0.copy()
     mk.matmul_acc(a, w.T, got)
     assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("m", [1, 3, 8])
+@pytest.mark.parametrize("n", [1, 17, 600])
+def test_small_row_path_equals_the_tiled_kernel(m, n):
+    from bitswarm.repro.kernels.cpu import gemv
+
+    rng = np.random.default_rng(m * 1000 + n)
+    k = 577
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    w = rng.standard_normal((n, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    c0 = rng.standard_normal((m, n), dtype=np.float32)
+    for rhs in (w.T, b):
+        want, got = c0.copy(), c0.copy()
+        mk.matmul_acc(a, rhs, want)
+        gemv.matmul_acc(a, rhs, got)
+        assert got.tobytes() == want.tobytes()
+        assert gemv.matmul(a, rhs).tobytes() == mk.matmul(a, rhs).tobytes()
+    specials = a.copy()
+    specials[0, :3] = [np.inf, np.nan, 1e-42]
+    assert gemv.matmul(specials, w.T).view(np.uint32).tobytes() == mk.matmul(specials, w.T).view(np.uint32).tobytes()

@@ -23,7 +23,7 @@ OPS = (
 )
 _MODULES = {
     "reference": ["matmul", "transcendental", "nn", "layers", "optim", "grpo", "sampling"],
-    "numba": ["matmul", "transcendental", "nn", "layers", "optim", "grpo", "sampling"],
+    "numba": ["gemv", "matmul", "transcendental", "nn", "layers", "optim", "grpo", "sampling"],
 }
 _PACKAGES = {"reference": "bitswarm.repro.reference", "numba": "bitswarm.repro.kernels.cpu"}
 BACKENDS = ("reference", "numba", "native", "cuda")
