@@ -28,6 +28,7 @@ app.command("generate")(generate)
 app.add_typer(spec_app, name="spec")
 app.command("train")(train)
 app.add_typer(verify_cmd.app, name="verify")
+app.command("trace")(verify_cmd.trace)
 
 
 def _version(value: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -54,3 +55,40 @@ def replay_cmd(
                       f"(after {result.steps_checked} checked step(s))")
         if not result.ok:
             raise typer.Exit(1)
+
+
+def trace(
+    ctx: typer.Context,
+    run_dir: Path = typer.Argument(..., help="A training run directory written by `bitswarm train`."),
+    step: int = typer.Option(..., "--step", min=1, help="The step to trace (the one that produces state STEP)."),
+    out_file: Path = typer.Option(None, "--out", help="Also write every op record, one JSON object per line."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Per-op trace of one training step: each op's input and output hashes and their Merkle root."""
+    import json
+
+    from bitswarm.jobs.train_job import JobError, load_run_spec, prepare
+    from bitswarm.repro.backend import set_threads
+    from bitswarm.verify.replay import ReplayError
+    from bitswarm.verify.trace import trace_step
+
+    with reporting(as_json):
+        st = state(ctx)
+        try:
+            spec = load_run_spec(run_dir)
+            set_threads(st.settings().threads)
+            with err.status(f"tracing step {step}") if not as_json else contextlib.nullcontext():
+                result = trace_step(run_dir, prepare(st.store(), spec, "numba"), step)
+        except (JobError, ReplayError) as e:
+            raise UserError(str(e)) from None
+        records = result.pop("records")
+        if out_file is not None:
+            from bitswarm.store.atomic import atomic_write_text
+
+            atomic_write_text(out_file, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        if as_json:
+            emit_json(result)
+        else:
+            out.print(f"step {step}: {result['ops']} ops, root {result['root']}; "
+                      f"state {'matches' if result['matches_log'] else 'DOES NOT match'} the log")
+

@@ -1,0 +1,123 @@
+"""Per-op traces of one training step: every backend op in call order with its tensors' hashes.
+
+A trace record is {"i": index, "op": name, "in": [hashes], "out": [hashes]} where each hash is
+repro's canonical tensor hash (scalars are hashed as 0-d float32/int64 tensors, lists of
+tensors element by element, None as "-"). Ops that update arguments in place (accumulators,
+optimizer state) list those arguments' hashes after the call among their outputs, so an
+op's record pins both what it read and what it wrote. The canonical order is the call order of
+the step: forward, backward, optimizer. The trace root is the Merkle root (0x00 leaves, 0x01
+nodes) over sha256 of each record's canonical JSON.
+
+Tracing only observes: it hashes before and after each call and passes every argument through
+unchanged, so a traced step produces the same bits as an untraced one (tested).
+
+RoPE tables (constants of the model) are computed before the traced step and not traced.
+Not yet traced: the elementwise numpy glue between ops (residual adds, scaling, masking). A
+dispute that must localise a fault inside that glue needs those made into backend ops first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from bitswarm.repro.backend import OPS
+from bitswarm.repro.hashing import merkle_root, tensor_hash
+
+# op name -> positions of arguments the op updates in place
+IN_PLACE = {
+    "matmul_acc": (2,),
+    "bmm_acc": (2,),
+    "rmsnorm_bwd": (4,),
+    "embedding_bwd": (2,),
+    "scale_grads_": (0,),
+    "adamw_step_": (0, 2, 3),
+}
+
+
+def _hash(x) -> list[str] | str:
+    if x is None:
+        return "-"
+    if isinstance(x, (list, tuple)):
+        return [_hash(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return tensor_hash(x)
+    if isinstance(x, (bool, np.bool_)):
+        return tensor_hash(np.asarray(x, np.bool_))
+    if isinstance(x, (int, np.integer)):
+        return tensor_hash(np.asarray(x, np.int64))
+    if isinstance(x, (float, np.floating)):
+        return tensor_hash(np.asarray(x, np.float32))
+    raise TypeError(f"cannot hash a {type(x).__name__} in a trace")
+
+
+def record_digest(rec: dict) -> str:
+    return hashlib.sha256(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class TracingBackend(SimpleNamespace):
+    """Wraps a backend namespace; records every op call in order."""
+
+    def __init__(self, inner):
+        self.records: list[dict] = []
+        wrapped = {op: self._wrap(op, getattr(inner, op)) for op in OPS}
+        super().__init__(name=inner.name, verifiable=inner.verifiable, records=self.records, **wrapped)
+
+    def _wrap(self, op: str, fn):
+        def traced(*args, **kwargs):
+            ins = [_hash(a) for a in args] + [_hash(kwargs[k]) for k in sorted(kwargs)]
+            result = fn(*args, **kwargs)
+            outs = [_hash(result)] + [_hash(args[i]) for i in IN_PLACE.get(op, ()) if i < len(args)]
+            self.records.append({"i": len(self.records), "op": op, "in": ins, "out": outs})
+            return result
+
+        return traced
+
+    def root(self) -> str:
+        return merkle_root([record_digest(r) for r in self.records])
+
+
+def trace_step(run: Path, prepared, step: int) -> dict:
+    """Re-execute step `step` (1-based: the step that produces state `step`) with tracing."""
+    from bitswarm.repro import train as repro_train
+    from bitswarm.verify.replay import ReplayError, _checkpoints
+
+    run = Path(run)
+    log = {r["step"]: r["state_hash"] for r in repro_train.read_step_log(run)}
+    if step not in log:
+        raise ReplayError(f"step {step} is not in {run}/steps.jsonl (logged: 1..{max(log, default=0)})")
+    ckpts = _checkpoints(run)
+    base = max((s for s in ckpts if s <= step - 1), default=None)
+    if base is None:
+        raise ReplayError(f"{run} has no checkpoint at or before step {step - 1}")
+    state = repro_train.TrainState.load(ckpts[base])
+    model = prepared.model
+    model.params = state.params
+    while state.step < step - 1:
+        repro_train.train_step(model, state, prepared.batches_for_step(state.step), prepared.hyper)
+    before = state.hash()
+    # RoPE tables are constants of the model, cached on first use; computing them before the
+    # traced step keeps the op list independent of what ran earlier in this process.
+    seq_len = max(mb.ids.shape[1] for mb in prepared.batches_for_step(state.step))
+    model._rope(0, seq_len)
+    plain = model.B
+    tracer = TracingBackend(plain)
+    model.B = tracer
+    try:
+        repro_train.train_step(model, state, prepared.batches_for_step(state.step), prepared.hyper)
+    finally:
+        model.B = plain
+    after = state.hash()
+    return {
+        "step": step,
+        "ops": len(tracer.records),
+        "root": tracer.root(),
+        "state_hash_before": before,
+        "state_hash_after": after,
+        "matches_log": after == log[step],
+        "records": tracer.records,
+    }
