@@ -92,3 +92,27 @@ def trace(
             out.print(f"step {step}: {result['ops']} ops, root {result['root']}; "
                       f"state {'matches' if result['matches_log'] else 'DOES NOT match'} the log")
 
+
+
+@app.command("transcript")
+def transcript_cmd(
+    ctx: typer.Context,
+    run_dir: Path = typer.Argument(..., help="A finished training run directory."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Store a run's spec, checkpoints and transcript (format v1); prints its CID and Merkle root."""
+    from bitswarm.verify.transcript import TranscriptError, build
+
+    with reporting(as_json):
+        if not (run_dir / "spec.json").is_file():
+            raise UserError(f"{run_dir} holds no training run (spec.json is missing)")
+        try:
+            with err.status("storing checkpoints and transcript") if not as_json else contextlib.nullcontext():
+                cid, t = build(state(ctx).store(), run_dir)
+        except TranscriptError as e:
+            raise UserError(str(e)) from None
+        result = {"cid": cid, "root": t["root"], "steps": len(t["state_hashes"]), "checkpoints": len(t["checkpoints"])}
+        if as_json:
+            emit_json(result)
+        else:
+            out.print(f"transcript {cid}\nroot       {t['root']}\nsteps      {result['steps']}")
