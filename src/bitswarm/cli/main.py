@@ -29,6 +29,7 @@ app.add_typer(spec_app, name="spec")
 app.command("train")(train)
 app.add_typer(verify_cmd.app, name="verify")
 app.command("trace")(verify_cmd.trace)
+app.command("dispute")(verify_cmd.dispute)
 
 
 def _version(value: bool) -> None:

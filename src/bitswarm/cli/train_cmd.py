@@ -52,6 +52,7 @@ def train(
     threads: int = typer.Option(None, "--threads", min=1, help="Compute threads (never changes repro results)."),
     micro_batch: int = typer.Option(None, "--micro-batch", min=1, help="Sequences per forward/backward pass; must divide the global batch (never changes repro results)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    adversary: str = typer.Option(None, "--adversary", help="Cheat on purpose, to test verification: NAME[@step=K[,op=I]] with NAME one of bitflip, data, skip, lr, inconsistent, silent."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Train a model as a spec says; prints the final state hash and the Merkle root of all step hashes."""
@@ -61,6 +62,7 @@ def train(
     from bitswarm.repro.backend import BackendError
     from bitswarm.repro.config import ModelConfigError
     from bitswarm.repro.train import TrainError
+    from bitswarm.verify.adversary import AdversaryError
 
     with reporting(as_json):
         if backend not in BACKENDS:
@@ -83,11 +85,12 @@ def train(
                     progress.update(task, completed=row["step"], loss=f"{row['loss']:.4f}")
 
             try:
-                result = run_training(st.store(), spec, out_dir, BACKENDS[backend], threads, micro_batch, resume, on_step)
+                result = run_training(st.store(), spec, out_dir, BACKENDS[backend], threads, micro_batch, resume, on_step,
+                                      adversary=adversary)
             finally:
                 if progress is not None:
                     progress.stop()
-        except (SpecError, JobError, DatasetError, BackendError, ModelConfigError, TrainError) as e:
+        except (SpecError, JobError, DatasetError, BackendError, ModelConfigError, TrainError, AdversaryError) as e:
             raise UserError(str(e)) from None
         if as_json:
             emit_json(result)

@@ -82,6 +82,7 @@ def trace(
         except (JobError, ReplayError) as e:
             raise UserError(str(e)) from None
         records = result.pop("records")
+        result.pop("captured")
         if out_file is not None:
             from bitswarm.store.atomic import atomic_write_text
 
@@ -116,3 +117,38 @@ def transcript_cmd(
             emit_json(result)
         else:
             out.print(f"transcript {cid}\nroot       {t['root']}\nsteps      {result['steps']}")
+
+
+def dispute(
+    ctx: typer.Context,
+    run_a: Path = typer.Argument(..., help="Party A's run directory."),
+    run_b: Path = typer.Argument(..., help="Party B's run directory (same spec)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Play the dispute game between two runs of one spec: step bisection, op bisection, referee."""
+    from bitswarm.jobs.train_job import JobError, load_run_spec, prepare
+    from bitswarm.repro.backend import set_threads
+    from bitswarm.verify.dispute import DisputeError
+    from bitswarm.verify.dispute import dispute as play
+    from bitswarm.verify.replay import ReplayError
+
+    with reporting(as_json):
+        st = state(ctx)
+        try:
+            spec_a, spec_b = load_run_spec(run_a), load_run_spec(run_b)
+            if spec_a != spec_b:
+                raise UserError("the two runs are of different specs; a dispute compares two runs of one spec")
+            set_threads(st.settings().threads)
+            store = st.store()
+            with err.status("playing the dispute game") if not as_json else contextlib.nullcontext():
+                result = play(run_a, run_b, lambda: prepare(store, spec_a, "numba"))
+        except (JobError, ReplayError, DisputeError) as e:
+            raise UserError(str(e)) from None
+        if as_json:
+            emit_json(result)
+        elif result["agree"]:
+            out.print("[green]agree[/]: both transcripts commit to the same step hashes")
+        else:
+            out.print(f"first divergent step {result['first_divergent_step']}, op {result['op']} "
+                      f"(#{result['op_index']}); winner [bold]{result['winner']}[/] after {result['rounds']} rounds "
+                      f"(bound {result.get('round_bound')}); referee {result['referee']} in {result['referee_seconds']}s")

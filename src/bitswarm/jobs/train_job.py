@@ -89,17 +89,28 @@ def run_training(
     micro_batch: int | None = None,
     resume: bool = False,
     on_step: Callable[[dict], None] | None = None,
+    adversary: str | None = None,
 ) -> dict:
+    """Train as the spec says. `adversary` (NAME[@step=K]) makes this run cheat on purpose,
+    for testing verification; it is recorded in the run directory."""
+    from bitswarm.verify.adversary import Adversary, do_step
+
     out = Path(out)
+    adv = Adversary.parse(adversary) if adversary else None
     _check_run_dir(out, spec, resume)
     set_threads(threads)
     p = prepare(store, spec, backend, micro_batch)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / SPEC_FILE).exists():
         (out / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
+    if adv is not None:
+        adv.save(out)
+    step_fn = None
+    if adv is not None:
+        step_fn = lambda model, state: do_step(model, state, p.batches_for_step, p.hyper, adv)  # noqa: E731
     result = repro_train.run(
         p.model, p.state, p.batches_for_step, p.hyper, spec.steps, out, spec.checkpoint_every,
-        resume=resume, on_step=on_step,
+        resume=resume, on_step=on_step, step_fn=step_fn,
     )
     result["backend"] = p.model.B.name
     (out / "result.json").write_text(json.dumps(result, indent=2))

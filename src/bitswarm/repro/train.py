@@ -226,8 +226,12 @@ def run(
     checkpoint_every: int,
     resume: bool = False,
     on_step: Callable[[dict], None] | None = None,
+    step_fn: Callable[[Llama, "TrainState"], dict] | None = None,
 ) -> dict:
-    """Train to `steps`, logging every state hash; with resume, continue from the last checkpoint."""
+    """Train to `steps`, logging every state hash; with resume, continue from the last checkpoint.
+
+    `step_fn(model, state)` replaces the plain step (verify's adversaries use it to misbehave).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = []
@@ -247,7 +251,10 @@ def run(
     model.params = state.params
     with open(out / "steps.jsonl", "a") as f:
         while state.step < steps:
-            info = train_step(model, state, batches_for_step(state.step), hp)
+            if step_fn is not None:
+                info = step_fn(model, state)
+            else:
+                info = train_step(model, state, batches_for_step(state.step), hp)
             row = {"step": state.step, "state_hash": state.hash(), **info}
             f.write(json.dumps(row) + "\n")
             f.flush()

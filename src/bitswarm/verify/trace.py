@@ -5,8 +5,9 @@ repro's canonical tensor hash (scalars are hashed as 0-d float32/int64 tensors, 
 tensors element by element, None as "-"). Ops that update arguments in place (accumulators,
 optimizer state) list those arguments' hashes after the call among their outputs, so an
 op's record pins both what it read and what it wrote. The canonical order is the call order of
-the step: forward, backward, optimizer. The trace root is the Merkle root (0x00 leaves, 0x01
-nodes) over sha256 of each record's canonical JSON.
+the step: forward, backward, optimizer. Records are chained: c_i = sha256(c_{i-1} | sha256 of
+record i's canonical JSON), and the trace root is the Merkle root (0x00 leaves, 0x01 nodes)
+over c_0..c_{n-1}, so a bisection over i finds the first op where two traces part.
 
 Tracing only observes: it hashes before and after each call and passes every argument through
 unchanged, so a traced step produces the same bits as an untraced one (tested).
@@ -18,8 +19,10 @@ dispute that must localise a fault inside that glue needs those made into backen
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -59,17 +62,33 @@ def record_digest(rec: dict) -> str:
     return hashlib.sha256(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def chain_digests(records: list[dict]) -> list[str]:
+    """c_i = H(c_{i-1} | digest(record_i)), c_{-1} = 32 zero bytes.
+
+    Ops form a graph, not a chain: a corrupted op's neighbours can have equal records again.
+    Chaining makes "differs at i" monotone in i, so bisection finds the FIRST differing op.
+    """
+    out, prev = [], bytes(32)
+    for r in records:
+        prev = hashlib.sha256(prev + bytes.fromhex(record_digest(r))).digest()
+        out.append(prev.hex())
+    return out
+
+
 class TracingBackend(SimpleNamespace):
     """Wraps a backend namespace; records every op call in order."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, capture: int | None = None):
         self.records: list[dict] = []
+        self.capture, self.captured = capture, None
         wrapped = {op: self._wrap(op, getattr(inner, op)) for op in OPS}
         super().__init__(name=inner.name, verifiable=inner.verifiable, records=self.records, **wrapped)
 
     def _wrap(self, op: str, fn):
         def traced(*args, **kwargs):
             ins = [_hash(a) for a in args] + [_hash(kwargs[k]) for k in sorted(kwargs)]
+            if self.capture == len(self.records):  # the referee's copy of this op's inputs
+                self.captured = (op, copy.deepcopy(args), copy.deepcopy(kwargs))
             result = fn(*args, **kwargs)
             outs = [_hash(result)] + [_hash(args[i]) for i in IN_PLACE.get(op, ()) if i < len(args)]
             self.records.append({"i": len(self.records), "op": op, "in": ins, "out": outs})
@@ -78,11 +97,16 @@ class TracingBackend(SimpleNamespace):
         return traced
 
     def root(self) -> str:
-        return merkle_root([record_digest(r) for r in self.records])
+        return merkle_root(chain_digests(self.records))
 
 
-def trace_step(run: Path, prepared, step: int) -> dict:
-    """Re-execute step `step` (1-based: the step that produces state `step`) with tracing."""
+def trace_step(run: Path, prepared, step: int, adversary=None, capture: int | None = None) -> dict:
+    """Re-execute step `step` (1-based: the step that produces state `step`) with tracing.
+
+    With an adversary, the step is computed with its fault (the trace a cheating party would
+    commit to: consistent with the state it claims)."""
+    from bitswarm.verify.adversary import do_step
+
     from bitswarm.repro import train as repro_train
     from bitswarm.verify.replay import ReplayError, _checkpoints
 
@@ -98,19 +122,22 @@ def trace_step(run: Path, prepared, step: int) -> dict:
     model = prepared.model
     model.params = state.params
     while state.step < step - 1:
-        repro_train.train_step(model, state, prepared.batches_for_step(state.step), prepared.hyper)
+        do_step(model, state, prepared.batches_for_step, prepared.hyper, adversary)
     before = state.hash()
     # RoPE tables are constants of the model, cached on first use; computing them before the
     # traced step keeps the op list independent of what ran earlier in this process.
     seq_len = max(mb.ids.shape[1] for mb in prepared.batches_for_step(state.step))
     model._rope(0, seq_len)
-    plain = model.B
-    tracer = TracingBackend(plain)
-    model.B = tracer
-    try:
-        repro_train.train_step(model, state, prepared.batches_for_step(state.step), prepared.hyper)
-    finally:
-        model.B = plain
+    tracers = []
+
+    def outer(inner):
+        tracers.append(TracingBackend(inner, capture))
+        return tracers[-1]
+
+    start = time.perf_counter()
+    do_step(model, state, prepared.batches_for_step, prepared.hyper, adversary, outer=outer)
+    seconds = time.perf_counter() - start
+    tracer = tracers[-1]
     after = state.hash()
     return {
         "step": step,
@@ -120,4 +147,6 @@ def trace_step(run: Path, prepared, step: int) -> dict:
         "state_hash_after": after,
         "matches_log": after == log[step],
         "records": tracer.records,
+        "seconds": seconds,
+        "captured": tracer.captured,
     }

@@ -1,0 +1,144 @@
+"""Adversaries for tests and demos: solvers that cheat in one specific, selectable way.
+
+Selected as NAME[@step=K[,op=I]] (`bitswarm train --adversary ...`), recorded in the run
+directory as adversary.json so that the same side answers a dispute with the same behaviour.
+
+Training faults, acting on step K (1-based: the step that produces state K):
+  bitflip   flip the lowest bit of the first element of op I's output in step K
+  data      train step K on another step's data
+  skip      from step K on, do no work: copy the previous state and only advance the counter
+  lr        from step K on, use ten times the learning rate
+Protocol faults (they also train with the `lr` fault, so that there is something to dispute):
+  inconsistent  answer step-bisection queries with hashes their own commitment does not prove
+  silent        stop answering after the first query
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from bitswarm.repro.backend import OPS
+from bitswarm.repro.train import train_step
+
+TRAINING = ("bitflip", "data", "skip", "lr")
+PROTOCOL = ("inconsistent", "silent")
+NAMES = TRAINING + PROTOCOL
+FILE = "adversary.json"
+DATA_OFFSET = 1_000_003
+
+
+class AdversaryError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Adversary:
+    name: str
+    step: int = 1
+    op: int = 10
+
+    @classmethod
+    def parse(cls, text: str) -> "Adversary":
+        m = re.fullmatch(r"([a-z]+)(?:@(.*))?", text.strip())
+        if not m or m.group(1) not in NAMES:
+            raise AdversaryError(f"unknown adversary {text!r}; choose one of: {', '.join(NAMES)} (NAME[@step=K[,op=I]])")
+        fields: dict[str, int] = {}
+        for part in filter(None, (m.group(2) or "").split(",")):
+            key, _, value = part.partition("=")
+            if key not in ("step", "op") or not value.isdigit():
+                raise AdversaryError(f"bad adversary option {part!r}; allowed: step=K (K >= 1), op=I (I >= 0)")
+            fields[key] = int(value)
+        if fields.get("step", 1) < 1:
+            raise AdversaryError("step=K needs K >= 1")
+        return cls(m.group(1), **fields)
+
+    def describe(self) -> str:
+        return f"{self.name}@step={self.step}" + (f",op={self.op}" if self.name == "bitflip" else "")
+
+    def save(self, run: Path) -> None:
+        (Path(run) / FILE).write_text(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def load(cls, run: Path) -> "Adversary | None":
+        f = Path(run) / FILE
+        return cls(**json.loads(f.read_text())) if f.exists() else None
+
+    # -- training behaviour -------------------------------------------------------------
+
+    def wrap_backend(self, backend, step: int):
+        if self.name == "bitflip" and step == self.step:
+            return BitFlipBackend(backend, self.op)
+        return backend
+
+    def data_step(self, step0: int) -> int:
+        """Which step's data to use for the step that starts at state `step0`."""
+        return step0 + DATA_OFFSET if self.name == "data" and step0 + 1 == self.step else step0
+
+    def hyper(self, hp, step: int):
+        lr_fault = self.name in ("lr",) + PROTOCOL
+        return dataclasses.replace(hp, lr=hp.lr * 10) if lr_fault and step >= self.step else hp
+
+    def skips(self, step: int) -> bool:
+        return self.name == "skip" and step >= self.step
+
+
+def _flip(x):
+    """Flip the lowest bit of the first element, in place where possible."""
+    if isinstance(x, np.ndarray) and x.size and x.dtype == np.float32:
+        x.reshape(-1).view(np.uint32)[0] ^= 1
+        return x
+    if isinstance(x, np.float32):
+        return np.array(x).view(np.uint32).__xor__(np.uint32(1)).view(np.float32)[()]
+    return x
+
+
+class BitFlipBackend(SimpleNamespace):
+    """Counts op calls; corrupts the output of call number `target`."""
+
+    IN_PLACE_FIRST = {"embedding_bwd": 2, "scale_grads_": 0, "adamw_step_": 0}
+
+    def __init__(self, inner, target: int):
+        self.calls = 0
+        super().__init__(name=inner.name, verifiable=inner.verifiable,
+                         **{op: self._wrap(op, getattr(inner, op), target) for op in OPS})
+
+    def _wrap(self, op, fn, target):
+        def wrapped(*args, **kwargs):
+            index = self.calls
+            self.calls += 1
+            result = fn(*args, **kwargs)
+            if index != target:
+                return result
+            if result is None:
+                arg = args[self.IN_PLACE_FIRST.get(op, 0)]
+                _flip(arg[0] if isinstance(arg, list) else arg)
+                return result
+            if isinstance(result, tuple):
+                return (_flip(result[0]), *result[1:])
+            return _flip(result)
+
+        return wrapped
+
+
+def do_step(model, state, batches_for_step, hp, adversary: "Adversary | None" = None, outer=None) -> dict:
+    """One training step, honest or with the adversary's fault; `outer` wraps the backend
+    outermost (a tracer), so a trace records what this party really computed."""
+    step = state.step + 1
+    plain = model.B
+    inner = adversary.wrap_backend(plain, step) if adversary else plain
+    model.B = outer(inner) if outer else inner
+    try:
+        if adversary and adversary.skips(step):
+            state.step += 1
+            return {"loss": None, "grad_norm": None, "lr": None, "tokens": 0}
+        data_step = adversary.data_step(state.step) if adversary else state.step
+        h = adversary.hyper(hp, step) if adversary else hp
+        return train_step(model, state, batches_for_step(data_step), h)
+    finally:
+        model.B = plain
