@@ -27,7 +27,8 @@ def tensor_digest(x: np.ndarray) -> bytes:
     h = hashlib.sha256(TENSOR_DOMAIN)
     h.update(arr.dtype.name.encode("ascii") + b"\x00")
     h.update(struct.pack("<I", arr.ndim) + b"".join(struct.pack("<Q", d) for d in arr.shape))
-    h.update(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
+    data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    h.update(memoryview(data.reshape(-1).view(np.uint8)) if data.size else b"")  # no copy
     return h.digest()
 
 
@@ -36,11 +37,34 @@ def tensor_hash(x: np.ndarray) -> str:
 
 
 def state_hash(step: int, entries: Iterable[tuple[str, np.ndarray]]) -> str:
+    """The tensors are hashed on several threads (hashlib releases the GIL on large inputs);
+    the combination is sequential in the given order, so the result never depends on that."""
+    entries = list(entries)
+    digests = _pool().map(tensor_digest, [arr for _, arr in entries])
     h = hashlib.sha256(STATE_DOMAIN + struct.pack("<Q", step))
-    for name, arr in entries:
+    for (name, _), digest in zip(entries, digests):
         raw = name.encode("utf-8")
-        h.update(struct.pack("<I", len(raw)) + raw + tensor_digest(arr))
+        h.update(struct.pack("<I", len(raw)) + raw + digest)
     return h.hexdigest()
+
+
+_POOL = None
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="repro-hash")
+        os.register_at_fork(after_in_child=_forget_pool)  # a forked child has no pool threads
+    return _POOL
+
+
+def _forget_pool():
+    global _POOL
+    _POOL = None
 
 
 def merkle_root(leaves_hex: list[str]) -> str:

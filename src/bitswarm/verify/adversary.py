@@ -4,7 +4,8 @@ Selected as NAME[@step=K[,op=I]] (`bitswarm train --adversary ...`), recorded in
 directory as adversary.json so that the same side answers a dispute with the same behaviour.
 
 Training faults, acting on step K (1-based: the step that produces state K):
-  bitflip   flip the lowest bit of the first element of op I's output in step K
+  bitflip   flip the top mantissa bit of the first element of op I's output in step K
+            (a lowest-bit flip can be rounded away downstream and change nothing at all)
   data      train step K on another step's data
   skip      from step K on, do no work: copy the previous state and only advance the counter
   lr        from step K on, use ten times the learning rate
@@ -88,13 +89,16 @@ class Adversary:
         return self.name == "skip" and step >= self.step
 
 
+FLIP = np.uint32(1 << 22)
+
+
 def _flip(x):
-    """Flip the lowest bit of the first element, in place where possible."""
+    """Flip the top mantissa bit of the first element, in place where possible."""
     if isinstance(x, np.ndarray) and x.size and x.dtype == np.float32:
-        x.reshape(-1).view(np.uint32)[0] ^= 1
+        x.reshape(-1).view(np.uint32)[0] ^= FLIP
         return x
     if isinstance(x, np.float32):
-        return np.array(x).view(np.uint32).__xor__(np.uint32(1)).view(np.float32)[()]
+        return (np.array(x).view(np.uint32) ^ FLIP).view(np.float32)[()]
     return x
 
 

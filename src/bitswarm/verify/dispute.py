@@ -158,13 +158,14 @@ def play(a: Party, b: Party, referee_prepared, referee_run: Path) -> dict:
     rec_b = b.op_record(hi, i)[0] if i < n_ops else None
     result["op_index"] = i
 
-    # referee
-    start = time.perf_counter()
+    # referee (its clock starts once the parties have handed over what it asked for)
     if rec_a is not None and rec_b is not None and rec_a["op"] == rec_b["op"] and rec_a["in"] == rec_b["in"]:
         op, args, kwargs = a.op_inputs(hi, i)
+        start = time.perf_counter()
         ins = [_hash(x) for x in args] + [_hash(kwargs[k]) for k in sorted(kwargs)]
         if ins != rec_a["in"]:  # A handed over tensors that are not the agreed ones; ask B
             op, args, kwargs = b.op_inputs(hi, i)
+            start = time.perf_counter()
             ins = [_hash(x) for x in args] + [_hash(kwargs[k]) for k in sorted(kwargs)]
             if ins != rec_a["in"]:
                 raise DisputeError("neither party produced the agreed inputs of the disputed op")
@@ -174,6 +175,7 @@ def play(a: Party, b: Party, referee_prepared, referee_run: Path) -> dict:
         truth = outs
         got = {"A": rec_a["out"], "B": rec_b["out"]}
     else:
+        start = time.perf_counter()
         honest = trace_step(referee_run, referee_prepared, hi)
         if honest["state_hash_before"] != (a.log[hi - 2] if hi >= 2 else honest["state_hash_before"]):
             raise DisputeError("the referee could not rebuild the agreed state")
