@@ -25,7 +25,7 @@ def test_tiny_config_is_llama_with_grouped_query_attention(tiny_model_store):
 
 
 def test_unknown_size(store):
-    with pytest.raises(ModelError, match="unknown model size 'huge'; sizes: tiny"):
+    with pytest.raises(ModelError, match="unknown model size 'huge'; sizes: tiny, small"):
         init_model(store, "huge", 0)
 
 

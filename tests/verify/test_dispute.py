@@ -94,3 +94,19 @@ def test_dispute_cli(arena, bitswarm_home, tmp_path):
     assert (res["winner"], res["first_divergent_step"], res["op_index"]) == ("A", 4, 12)
     r = runner.invoke(app, ["train", "--spec", str(spec_file), "--out", str(tmp_path / "x"), "--adversary", "evil", "--json"])
     assert r.exit_code == 1 and "unknown adversary" in json.loads(r.stdout)["error"]
+
+
+@pytest.mark.parametrize("adv", ["bitflip@step=2,op=77", "lr@step=3"])
+def test_a_second_model_size(adv, tmp_path):
+    from bitswarm.models.importer import init_model
+    from bitswarm.store import BlobStore
+
+    store = BlobStore(tmp_path / "store")
+    cid = init_model(store, "small", 1)
+    spec = example_spec(cid, steps=4).model_copy(update={"seq_len": 12, "global_batch": 2, "checkpoint_every": 2})
+    run_training(store, spec, tmp_path / "honest")
+    run_training(store, spec, tmp_path / "cheat", adversary=adv)
+    r = dispute(tmp_path / "cheat", tmp_path / "honest", lambda: prepare(store, spec))
+    assert (r["winner"], r["first_divergent_step"]) == ("B", Adversary.parse(adv).step)
+    if adv.startswith("bitflip"):
+        assert (r["op_index"], r["referee"]) == (77, "op")

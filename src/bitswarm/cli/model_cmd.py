@@ -34,7 +34,7 @@ def import_(
 @app.command()
 def init(
     ctx: typer.Context,
-    size: str = typer.Argument(..., help="Model size: tiny."),
+    size: str = typer.Argument(..., help="Model size: tiny (2 layers, hidden 64) or small (4 layers, hidden 128)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the weights; the same seed gives the same CID."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):

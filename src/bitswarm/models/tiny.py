@@ -27,8 +27,12 @@ TINY = dict(
     rope_theta=10000.0,
     tie_word_embeddings=True,
 )
+# A second size with a different shape everywhere (4 query heads per KV head, 4 layers), so
+# tests that must hold "on two model sizes" do not share one set of dimensions.
+SMALL = dict(TINY, hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=8,
+             num_key_value_heads=2)
 INIT_STD = 0.02
-SIZES = {"tiny": TINY}
+SIZES = {"tiny": TINY, "small": SMALL}
 
 
 def build_tokenizer():
