@@ -30,6 +30,7 @@ app.command("train")(train)
 app.add_typer(verify_cmd.app, name="verify")
 app.command("trace")(verify_cmd.trace)
 app.command("dispute")(verify_cmd.dispute)
+app.command("infer")(verify_cmd.infer)
 
 
 def _version(value: bool) -> None:

@@ -125,7 +125,8 @@ def dispute(
     run_b: Path = typer.Argument(..., help="Party B's run directory (same spec)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
-    """Play the dispute game between two runs of one spec: step bisection, op bisection, referee."""
+    """Play the dispute game between two runs of one spec (or two inference records of one job):
+    bisection over steps (tokens), then over ops, then a referee."""
     from bitswarm.jobs.train_job import JobError, load_run_spec, prepare
     from bitswarm.repro.backend import set_threads
     from bitswarm.verify.dispute import DisputeError
@@ -134,6 +135,21 @@ def dispute(
 
     with reporting(as_json):
         st = state(ctx)
+        if (run_a / "inference.json").exists() or (run_b / "inference.json").exists():
+            from bitswarm.models.generate import load
+            from bitswarm.verify import inference
+
+            try:
+                cid = inference.load(run_a)["model"]
+                with err.status("playing the dispute game") if not as_json else contextlib.nullcontext():
+                    result = inference.dispute(run_a, run_b, lambda: load(st.store(), cid)[0])
+            except inference.InferenceError as e:
+                raise UserError(str(e)) from None
+            if as_json:
+                emit_json(result)
+            else:
+                out.print(result)
+            return
         try:
             spec_a, spec_b = load_run_spec(run_a), load_run_spec(run_b)
             if spec_a != spec_b:
@@ -152,3 +168,45 @@ def dispute(
             out.print(f"first divergent step {result['first_divergent_step']}, op {result['op']} "
                       f"(#{result['op_index']}); winner [bold]{result['winner']}[/] after {result['rounds']} rounds "
                       f"(bound {result.get('round_bound')}); referee {result['referee']} in {result['referee_seconds']}s")
+
+
+def infer(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", help="CID of a stored model."),
+    prompt: str = typer.Option(..., "--prompt", help="The prompt text (the model's chat template is applied)."),
+    out_dir: Path = typer.Option(..., "--out", help="Directory for the inference record (inference.json)."),
+    max_new_tokens: int = typer.Option(16, "--max-new-tokens", min=1, max=4096, help="Tokens to generate (no early stop)."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass, in (0, 1]."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Sampling seed."),
+    request_id: int = typer.Option(0, "--request-id", min=0, max=2**32 - 1, help="Request id (selects the random stream)."),
+    adversary: str = typer.Option(None, "--adversary", help="Cheat on purpose: bitflip@step=K[,op=I] or token@step=K (K = generated token, 1-based)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Verifiable generation: tokens plus a chained commitment per token, for `bitswarm dispute`."""
+    from bitswarm.models.generate import encode_prompt, load
+    from bitswarm.verify import inference
+    from bitswarm.verify.adversary import Adversary, AdversaryError
+
+    with reporting(as_json):
+        if not 0 < top_p <= 1:
+            raise UserError("--top-p must be in (0, 1]")
+        try:
+            adv = Adversary.parse(adversary) if adversary else None
+        except AdversaryError as e:
+            raise UserError(str(e)) from None
+        st = state(ctx)
+        m, tok = load(st.store(), model)
+        job = {"model": model, "prompt_ids": encode_prompt(tok, prompt, chat=True), "seed": seed, "request_id": request_id,
+               "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
+        try:
+            with err.status("generating") if not as_json else contextlib.nullcontext():
+                res = inference.run(m, job, out_dir, adv)
+        except inference.InferenceError as e:
+            raise UserError(str(e)) from None
+        res["text"] = tok.decode(res["tokens"], skip_special_tokens=True)
+        if as_json:
+            emit_json(res)
+        else:
+            out.print(res["text"])
+            err.print(f"[dim]root {res['root']}[/]")

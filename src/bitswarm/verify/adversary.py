@@ -9,6 +9,9 @@ Training faults, acting on step K (1-based: the step that produces state K):
   data      train step K on another step's data
   skip      from step K on, do no work: copy the previous state and only advance the counter
   lr        from step K on, use ten times the learning rate
+Inference faults (`bitswarm infer --adversary`; step K means generated token K, 1-based):
+  bitflip   as above, in the forward pass that produces token K
+  token     report another token than the one sampled at K
 Protocol faults (they also train with the `lr` fault, so that there is something to dispute):
   inconsistent  answer step-bisection queries with hashes their own commitment does not prove
   silent        stop answering after the first query
@@ -28,8 +31,9 @@ from bitswarm.repro.backend import OPS
 from bitswarm.repro.train import train_step
 
 TRAINING = ("bitflip", "data", "skip", "lr")
+INFERENCE = ("token",)  # inference only: report token K+1 instead of the sampled one
 PROTOCOL = ("inconsistent", "silent")
-NAMES = TRAINING + PROTOCOL
+NAMES = TRAINING + PROTOCOL + INFERENCE
 FILE = "adversary.json"
 DATA_OFFSET = 1_000_003
 
