@@ -21,28 +21,9 @@ JB = 16
 
 
 @kernel
-def _times_wt(a, w, c):
-    """c[i, j] = chain over k of a[i, k] * w[j, k]; w is (n, k) with contiguous rows."""
-    m, kk = a.shape
-    n = w.shape[0]
-    for bj in numba.prange((n + JB - 1) // JB):
-        j0 = bj * JB
-        nj = min(JB, n - j0)
-        acc = np.empty(JB, np.float32)
-        for i in range(m):
-            for jj in range(nj):
-                acc[jj] = c[i, j0 + jj]
-            for k in range(kk):
-                x = a[i, k]
-                for jj in range(nj):
-                    acc[jj] = fma32(x, w[j0 + jj, k], acc[jj])
-            for jj in range(nj):
-                c[i, j0 + jj] = acc[jj]
-
-
-@kernel
 def _times_b(a, b, c):
-    """c[i, j] = chain over k of a[i, k] * b[k, j]; b is (k, n) with contiguous rows."""
+    """c[i, j] = chain over k of a[i, k] * b[k, j]. b may be W.T of a row-major weight (the
+    linear-layer case: each chain then walks one weight row) or a row-major (k, n) matrix."""
     m, kk = a.shape
     n = b.shape[1]
     for bj in numba.prange((n + JB - 1) // JB):
@@ -75,13 +56,9 @@ def matmul_acc(a, b, c):
     if not _small(a, b, c):
         return _tiled.matmul_acc(a, b, c)
     a = np.ascontiguousarray(a)
-    work = b.size
-    if b.T.flags.c_contiguous:  # b is W.T of a row-major weight: the linear-layer case
-        _times_wt(work, a, b.T, c)
-    elif b.flags.c_contiguous:
-        _times_b(work, a, b, c)
-    else:
+    if not (b.T.flags.c_contiguous or b.flags.c_contiguous):
         return _tiled.matmul_acc(a, b, c)
+    _times_b(b.size, a, b, c)
     return c
 
 
