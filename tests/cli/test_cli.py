@@ -1,7 +1,6 @@
 """The `bitswarm` command: --help everywhere, --json shapes, exit codes and error messages."""
 
 import json
-import os
 import re
 import subprocess
 import sys
