@@ -42,6 +42,10 @@ def measure(store, cid, name, steps, batch, seq, work: Path) -> dict:
     batches = p.batches_for_step(0)
     step_s = median(lambda: train_step(p.model, p.state, batches, p.hyper))
     hash_s = median(lambda: p.state.hash())
+    # the hash costs the same whatever the batch; a step grows with it
+    big = prepare(store, spec.model_copy(update={"seq_len": 128, "global_batch": 4}))
+    big_batches = big.batches_for_step(0)
+    big_step_s = median(lambda: train_step(big.model, big.state, big_batches, big.hyper), n=2)
     t = time.perf_counter()
     run_training(store, spec, work / f"{name}-honest")
     train_s = time.perf_counter() - t
@@ -52,7 +56,7 @@ def measure(store, cid, name, steps, batch, seq, work: Path) -> dict:
     t = time.perf_counter()
     d = dispute(work / f"{name}-honest", work / f"{name}-cheat", lambda: prepare(store, spec))
     game_s = time.perf_counter() - t
-    return dict(step_s=step_s, hash_s=hash_s, train_s=train_s, replay_s=replay_s, replay_ok=ok, game_s=game_s, **d)
+    return dict(step_s=step_s, hash_s=hash_s, big_step_s=big_step_s, train_s=train_s, replay_s=replay_s, replay_ok=ok, game_s=game_s, **d)
 
 
 def main() -> int:
@@ -84,6 +88,7 @@ def main() -> int:
                 r = measure(store, cid, name, steps, batch, seq, Path(tmp))
             table.add_row(name, f"train step ({batch}x{seq} tokens)", f"{r['step_s']:.3f} s")
             table.add_row(name, "state hash per step", f"{r['hash_s']:.3f} s = {100 * r['hash_s'] / r['step_s']:.1f}% of a step")
+            table.add_row(name, "  vs a 4x128-token step", f"{r['big_step_s']:.3f} s: hash = {100 * r['hash_s'] / r['big_step_s']:.1f}%")
             table.add_row(name, f"train {steps} steps vs replay", f"{r['train_s']:.2f} s vs {r['replay_s']:.2f} s (ok={r['replay_ok']})")
             table.add_row(name, "dispute vs bitflip@2,op=25", f"winner {r['winner']}, step {r['first_divergent_step']}, op #{r['op_index']} {r['op']}")
             table.add_row(name, "rounds vs bound", f"{r['rounds']} <= {r['round_bound']}")
