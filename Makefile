@@ -31,8 +31,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# Everything, the tests marked `slow` included (the default run leaves them out).
 test-slow: setup
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -m "slow or not slow"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis src/*.egg-info
