@@ -119,7 +119,7 @@ class TrainState:
     def load(cls, path: Path) -> "TrainState":
         from safetensors.numpy import load_file
 
-        meta = json.loads((Path(path) / "meta.json").read_text())
+        meta = checkpoint_meta(path)
         t = load_file(str(Path(path) / "state.safetensors"))
         params = {k[6:]: np.ascontiguousarray(v) for k, v in t.items() if k.startswith("param.")}
         st = cls(params, int(meta["seed"]))
@@ -211,9 +211,23 @@ def _write_step_log(out: Path, rows: list[dict]) -> None:
     os.replace(tmp, out / "steps.jsonl")
 
 
+def checkpoint_meta(path: Path) -> dict:
+    """{"step", "state_hash", "seed"} of a checkpoint directory, without loading its tensors."""
+    return json.loads((Path(path) / "meta.json").read_text())
+
+
+def checkpoints(out: Path) -> dict[int, Path]:
+    """The run's checkpoint directories by step, in step order."""
+    found = {}
+    for p in (Path(out) / "checkpoints").glob("step-*"):
+        if p.name[5:].isdigit():
+            found[int(p.name[5:])] = p
+    return dict(sorted(found.items()))
+
+
 def latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((Path(out) / "checkpoints").glob("step-*"))
-    return ckpts[-1] if ckpts else None
+    ckpts = checkpoints(out)
+    return ckpts[max(ckpts)] if ckpts else None
 
 
 def run(

@@ -20,17 +20,16 @@ Trust: the referee needs only the spec, the agreed state (hash-checked) and its 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bitswarm.repro.hashing import merkle_root
-from bitswarm.repro.train import read_step_log
+from bitswarm.repro.train import checkpoint_meta, checkpoints, read_step_log
 from bitswarm.verify import merkle
 from bitswarm.verify.adversary import Adversary
-from bitswarm.verify.trace import IN_PLACE, _hash, chain_digests, trace_step
+from bitswarm.verify.trace import chain_digests, input_hashes, recompute, trace_step
 
 
 class DisputeError(ValueError):
@@ -90,13 +89,28 @@ class Party:
         return trace_step(self.run, self.prepared, t, self.adversary, capture=i)["captured"]
 
 
+def _blank_result() -> dict:
+    return {"agree": False, "first_divergent_step": None, "op": None, "op_index": None,
+            "rounds": 0, "winner": None, "referee": None, "referee_seconds": 0.0, "step_seconds": 0.0}
+
+
 def _other(name: str) -> str:
     return "B" if name == "A" else "A"
 
 
+def _ask_state(parties: dict, t: int):
+    """Both parties' proven hashes of state t, or (None, the first party that failed, how)."""
+    ans = {n: p.state_at(t) for n, p in parties.items()}
+    for n, p in parties.items():
+        if ans[n] is None:
+            return None, n, "deadline"
+        if not merkle.verify(ans[n][0], ans[n][1], p.root):
+            return None, n, "proof"
+    return {n: a[0] for n, a in ans.items()}, None, None
+
+
 def play(a: Party, b: Party, referee_prepared, referee_run: Path) -> dict:
-    result = {"agree": False, "first_divergent_step": None, "op": None, "op_index": None,
-              "rounds": 0, "winner": None, "referee": None, "referee_seconds": 0.0, "step_seconds": 0.0}
+    result = _blank_result()
     parties = {"A": a, "B": b}
     if len(a.log) != len(b.log):
         raise DisputeError(f"the transcripts cover {len(a.log)} and {len(b.log)} steps; both must finish the spec")
@@ -106,23 +120,19 @@ def play(a: Party, b: Party, referee_prepared, referee_run: Path) -> dict:
         result["agree"] = True
         return result
 
-    # step bisection
+    # step bisection: the final state first (it must be in dispute), then halves
     lo, hi = 0, T
-    ans = {}
-    for n, p in parties.items():
-        ans[n] = p.state_at(T)
     result["rounds"] += 1
-    for n in parties:
-        if ans[n] is None or not merkle.verify(ans[n][0], ans[n][1], parties[n].root):
-            return {**result, "winner": _other(n), "first_divergent_step": None, "referee": "deadline" if ans[n] is None else "proof"}
+    _, loser, why = _ask_state(parties, T)
+    if loser:
+        return {**result, "winner": _other(loser), "referee": why}
     while hi - lo > 1:
         mid = (lo + hi) // 2
         result["rounds"] += 1
-        for n, p in parties.items():
-            ans[n] = p.state_at(mid)
-            if ans[n] is None or not merkle.verify(ans[n][0], ans[n][1], p.root):
-                return {**result, "winner": _other(n), "referee": "deadline" if ans[n] is None else "proof"}
-        if ans["A"][0] == ans["B"][0]:
+        ans, loser, why = _ask_state(parties, mid)
+        if loser:
+            return {**result, "winner": _other(loser), "referee": why}
+        if ans["A"] == ans["B"]:
             lo = mid
         else:
             hi = mid
@@ -160,19 +170,15 @@ def play(a: Party, b: Party, referee_prepared, referee_run: Path) -> dict:
 
     # referee (its clock starts once the parties have handed over what it asked for)
     if rec_a is not None and rec_b is not None and rec_a["op"] == rec_b["op"] and rec_a["in"] == rec_b["in"]:
-        op, args, kwargs = a.op_inputs(hi, i)
-        start = time.perf_counter()
-        ins = [_hash(x) for x in args] + [_hash(kwargs[k]) for k in sorted(kwargs)]
-        if ins != rec_a["in"]:  # A handed over tensors that are not the agreed ones; ask B
-            op, args, kwargs = b.op_inputs(hi, i)
+        for provider in (a, b):  # a party whose tensors are not the agreed ones is passed over
+            op, args, kwargs = provider.op_inputs(hi, i)
             start = time.perf_counter()
-            ins = [_hash(x) for x in args] + [_hash(kwargs[k]) for k in sorted(kwargs)]
-            if ins != rec_a["in"]:
-                raise DisputeError("neither party produced the agreed inputs of the disputed op")
-        out = getattr(referee_prepared.model.B, op)(*args, **kwargs)
-        outs = [_hash(out)] + [_hash(args[j]) for j in IN_PLACE.get(op, ()) if j < len(args)]
+            if input_hashes(args, kwargs) == rec_a["in"]:
+                break
+        else:
+            raise DisputeError("neither party produced the agreed inputs of the disputed op")
+        truth = recompute(referee_prepared.model.B, op, args, kwargs)
         result["op"], result["referee"] = op, "op"
-        truth = outs
         got = {"A": rec_a["out"], "B": rec_b["out"]}
     else:
         start = time.perf_counter()
@@ -196,10 +202,9 @@ def dispute(run_a: Path, run_b: Path, prepared_factory) -> dict:
     b = Party("B", Path(run_b), prepared_factory(), Adversary.load(run_b))
     ref = prepared_factory()
     for p in (a, b):
-        ck0 = Path(p.run) / "checkpoints" / "step-00000000" / "meta.json"
-        if json.loads(ck0.read_text())["state_hash"] != ref.state.hash():
-            return {"agree": False, "first_divergent_step": 0, "op": None, "op_index": None, "rounds": 1,
-                    "winner": _other(p.name), "referee": "initial state", "referee_seconds": 0.0, "step_seconds": 0.0}
+        if checkpoint_meta(checkpoints(p.run)[0])["state_hash"] != ref.state.hash():
+            return {**_blank_result(), "first_divergent_step": 0, "rounds": 1, "winner": _other(p.name),
+                    "referee": "initial state"}
     # The referee rebuilds the agreed state of the disputed step from A's checkpoints at or
     # before it (their hash is checked against the agreed one; both sides' agree up to there).
     result = play(a, b, ref, Path(run_a))

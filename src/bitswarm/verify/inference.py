@@ -25,7 +25,7 @@ from bitswarm.repro.hashing import merkle_root, tensor_hash
 from bitswarm.repro.model import KVCache
 from bitswarm.verify import merkle
 from bitswarm.verify.adversary import Adversary
-from bitswarm.verify.trace import IN_PLACE, TracingBackend, _hash, chain_digests
+from bitswarm.verify.trace import TracingBackend, chain_digests, input_hashes, recompute
 
 FILE = "inference.json"
 VERSION = 1
@@ -39,8 +39,8 @@ def _commit(prev: bytes, token: int, logits_row: np.ndarray) -> bytes:
     return hashlib.sha256(prev + struct.pack("<I", token) + bytes.fromhex(tensor_hash(logits_row))).digest()
 
 
-def _token_forward(model, job: dict, prefix: list[int], j: int, adversary: Adversary | None, outer=None) -> int:
-    """Compute token j from prompt + prefix[:j] (cache rebuilt untraced), the forward of the
+def _token_forward(model, job: dict, prefix: list[int], j: int, adversary: Adversary | None, outer=None):
+    """(token j, its logits row) from prompt + prefix[:j] (cache rebuilt untraced), the forward of the
     last input position and the sampling traced through `outer`."""
     ids = list(job["prompt_ids"]) + list(prefix[:j])
     cache = KVCache()
@@ -58,6 +58,14 @@ def _token_forward(model, job: dict, prefix: list[int], j: int, adversary: Adver
     if adversary and adversary.name == "token" and j + 1 == adversary.step:
         tok = (tok + 1) % model.cfg.vocab_size
     return tok, row
+
+
+def _traced_token(model, job: dict, prefix: list[int], j: int, adversary, capture: int | None = None) -> TracingBackend:
+    """The tracer that recorded token j's computation (the adversary's fault innermost)."""
+    tracers = []
+    _token_forward(model, job, prefix, j, adversary,
+                   outer=lambda inner: tracers.append(TracingBackend(inner, capture)) or tracers[-1])
+    return tracers[-1]
 
 
 def run(model, job: dict, out: Path, adversary: Adversary | None = None) -> dict:
@@ -123,46 +131,39 @@ def dispute(dir_a: Path, dir_b: Path, model_factory) -> dict:
     # each party traces its own computation of token j on the agreed prefix
     traces = {}
     for side in recs:
-        model = model_factory()
-        holder = []
-        start = time.perf_counter()
-        _token_forward(model, job, agreed_prefix, j, advs[side],
-                       outer=lambda inner: holder.append(TracingBackend(inner)) or holder[-1])
-        result["token_seconds"] = max(result["token_seconds"], round(time.perf_counter() - start, 4))
-        traces[side] = holder[-1].records
+        t0 = time.perf_counter()
+        traces[side] = _traced_token(model_factory(), job, agreed_prefix, j, advs[side]).records
+        result["token_seconds"] = max(result["token_seconds"], round(time.perf_counter() - t0, 4))
     chains = {s: chain_digests(t) for s, t in traces.items()}
     result["rounds"] += 1 + max(1, int(np.ceil(np.log2(max(len(c) for c in chains.values()) + 1))))
     i = next((k for k, (x, y) in enumerate(zip(chains["A"], chains["B"])) if x != y), min(len(chains["A"]), len(chains["B"])))
     result["op_index"] = i
     ra = traces["A"][i] if i < len(traces["A"]) else None
     rb = traces["B"][i] if i < len(traces["B"]) else None
-    # referee
+    # referee (its clock starts once the parties have handed over what it asked for)
     ref_model = model_factory()
-    start = time.perf_counter()
     if ra is not None and rb is not None and ra["op"] == rb["op"] and ra["in"] == rb["in"]:
-        holder = []
-        _token_forward(model_factory(), job, agreed_prefix, j, advs["A"],
-                       outer=lambda inner: holder.append(TracingBackend(inner, capture=i)) or holder[-1])
-        op, args, kwargs = holder[-1].captured
-        start = time.perf_counter()
-        out = getattr(ref_model.B, op)(*args, **kwargs)
-        truth = [_hash(out)] + [_hash(args[k]) for k in IN_PLACE.get(op, ()) if k < len(args)]
+        for side in recs:  # a party whose tensors are not the agreed ones is passed over
+            op, args, kwargs = _traced_token(model_factory(), job, agreed_prefix, j, advs[side], capture=i).captured
+            start = time.perf_counter()
+            if input_hashes(args, kwargs) == ra["in"]:
+                break
+        else:
+            raise InferenceError("neither party produced the agreed inputs of the disputed op")
+        truth = recompute(ref_model.B, op, args, kwargs)
         got = {"A": ra["out"], "B": rb["out"]}
         result["op"], result["referee"] = op, "op"
+    elif ra == rb:  # identical traces, different token: the fault is in what was reported
+        start = time.perf_counter()
+        truth, _ = _token_forward(ref_model, job, agreed_prefix, j, None)
+        got = {s: recs[s]["tokens"][j] for s in recs}
+        result["op"], result["referee"] = "report", "token"
     else:
-        holder = []
-        _token_forward(ref_model, job, agreed_prefix, j, None,
-                       outer=lambda inner: holder.append(TracingBackend(inner)) or holder[-1])
-        honest = holder[-1].records
+        start = time.perf_counter()
+        honest = _traced_token(ref_model, job, agreed_prefix, j, None).records
         truth = honest[i] if i < len(honest) else None
         got = {"A": ra, "B": rb}
         result["op"], result["referee"] = (truth or ra or rb or {}).get("op"), "token"
-        if ra == rb:  # same trace, different token: the fault is in what was reported
-            tok_truth, _ = _token_forward(ref_model, job, agreed_prefix, j, None)
-            winners = [s for s in recs if recs[s]["tokens"][j] == tok_truth]
-            result["referee_seconds"] = round(time.perf_counter() - start, 4)
-            result["op"], result["referee"] = "report", "token"
-            return {**result, "winner": winners[0] if len(winners) == 1 else None}
     result["referee_seconds"] = round(time.perf_counter() - start, 4)
     winners = [s for s in recs if got[s] == truth]
     return {**result, "winner": winners[0] if len(winners) == 1 else None}

@@ -29,16 +29,6 @@ class ReplayResult:
         return {"ok": self.ok, "first_mismatch_step": self.first_mismatch_step, "steps_checked": self.steps_checked}
 
 
-def _checkpoints(run: Path) -> dict[int, Path]:
-    found = {}
-    for p in sorted((run / "checkpoints").glob("step-*")):
-        try:
-            found[int(p.name[5:])] = p
-        except ValueError:
-            continue
-    return found
-
-
 def replay(run: Path, prepared, start: int | None = None, stop: int | None = None,
            sample: int | None = None, seed: int | None = None, on_step=None) -> ReplayResult:
     """`prepared` carries what the run's spec determines: .model, .batches_for_step, .hyper
@@ -48,7 +38,7 @@ def replay(run: Path, prepared, start: int | None = None, stop: int | None = Non
     if not log:
         raise ReplayError(f"{run} has no logged steps to check")
     last = max(log)
-    ckpts = _checkpoints(run)
+    ckpts = repro_train.checkpoints(run)
     if 0 not in ckpts:
         raise ReplayError(f"{run} lacks the initial checkpoint (step 0)")
     if sample is not None:

@@ -28,8 +28,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from bitswarm.repro import train as repro_train
 from bitswarm.repro.backend import OPS
 from bitswarm.repro.hashing import merkle_root, tensor_hash
+from bitswarm.verify.adversary import do_step
+from bitswarm.verify.replay import ReplayError
 
 # op name -> positions of arguments the op updates in place
 IN_PLACE = {
@@ -75,6 +78,21 @@ def chain_digests(records: list[dict]) -> list[str]:
     return out
 
 
+def input_hashes(args, kwargs) -> list:
+    """What an op record lists under "in": positional arguments, then keywords by name."""
+    return [_hash(a) for a in args] + [_hash(kwargs[k]) for k in sorted(kwargs)]
+
+
+def output_hashes(op: str, result, args) -> list:
+    """What an op record lists under "out": the result, then in-place arguments after the call."""
+    return [_hash(result)] + [_hash(args[i]) for i in IN_PLACE.get(op, ()) if i < len(args)]
+
+
+def recompute(backend, op: str, args, kwargs) -> list:
+    """The referee's ruling material: run one op on its own kernels, hash what it produced."""
+    return output_hashes(op, getattr(backend, op)(*args, **kwargs), args)
+
+
 class TracingBackend(SimpleNamespace):
     """Wraps a backend namespace; records every op call in order."""
 
@@ -86,12 +104,11 @@ class TracingBackend(SimpleNamespace):
 
     def _wrap(self, op: str, fn):
         def traced(*args, **kwargs):
-            ins = [_hash(a) for a in args] + [_hash(kwargs[k]) for k in sorted(kwargs)]
+            ins = input_hashes(args, kwargs)
             if self.capture == len(self.records):  # the referee's copy of this op's inputs
                 self.captured = (op, copy.deepcopy(args), copy.deepcopy(kwargs))
             result = fn(*args, **kwargs)
-            outs = [_hash(result)] + [_hash(args[i]) for i in IN_PLACE.get(op, ()) if i < len(args)]
-            self.records.append({"i": len(self.records), "op": op, "in": ins, "out": outs})
+            self.records.append({"i": len(self.records), "op": op, "in": ins, "out": output_hashes(op, result, args)})
             return result
 
         return traced
@@ -105,16 +122,11 @@ def trace_step(run: Path, prepared, step: int, adversary=None, capture: int | No
 
     With an adversary, the step is computed with its fault (the trace a cheating party would
     commit to: consistent with the state it claims)."""
-    from bitswarm.verify.adversary import do_step
-
-    from bitswarm.repro import train as repro_train
-    from bitswarm.verify.replay import ReplayError, _checkpoints
-
     run = Path(run)
     log = {r["step"]: r["state_hash"] for r in repro_train.read_step_log(run)}
     if step not in log:
         raise ReplayError(f"step {step} is not in {run}/steps.jsonl (logged: 1..{max(log, default=0)})")
-    ckpts = _checkpoints(run)
+    ckpts = repro_train.checkpoints(run)
     base = max((s for s in ckpts if s <= step - 1), default=None)
     if base is None:
         raise ReplayError(f"{run} has no checkpoint at or before step {step - 1}")

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from bitswarm.repro.hashing import merkle_root
-from bitswarm.repro.train import read_step_log
+from bitswarm.repro.train import checkpoint_meta, checkpoints, read_step_log
 from bitswarm.store import BlobStore
 
 VERSION = 1
@@ -44,9 +44,8 @@ def build(store: BlobStore, run: Path) -> tuple[str, dict]:
         raise TranscriptError(f"{run}/steps.jsonl is not a complete sequence of steps")
     ckpts = {}
     initial = None
-    for d in sorted((run / "checkpoints").glob("step-*")):
-        step = int(d.name[5:])
-        meta = json.loads((d / "meta.json").read_text())
+    for step, d in checkpoints(run).items():
+        meta = checkpoint_meta(d)
         if step == 0:
             initial = meta["state_hash"]
         elif step > len(log) or log[step - 1]["state_hash"] != meta["state_hash"]:
