@@ -25,13 +25,13 @@ def example_train(
     as_json: bool = typer.Option(False, "--json", help="Print the spec as one JSON object (itself a valid spec)."),
 ):
     """A valid training spec on the built-in synthetic arithmetic data."""
-    from bitswarm.jobs.spec import example_spec
+    from bitswarm.jobs.spec import SpecError, example_spec
 
     with reporting(as_json):
         try:
             spec = example_spec(model, steps)
-        except Exception as e:  # pydantic names the field
-            raise UserError(f"cannot build a spec: {e}") from None
+        except SpecError as e:
+            raise UserError(str(e)) from None
         if out_file is not None:
             from bitswarm.store.atomic import atomic_write_text
 

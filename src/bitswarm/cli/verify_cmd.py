@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bitswarm.cli.output import JSON_HELP, UserError, emit_json, err, out, reporting
+from bitswarm.cli.output import JSON_HELP, UserError, emit_json, err, out, reporting, stages
 from bitswarm.cli.state import state
 
 app = typer.Typer(help="Check recorded work by re-executing it.", no_args_is_help=True)
@@ -77,7 +76,8 @@ def trace(
         try:
             spec = load_run_spec(run_dir)
             set_threads(st.settings().threads)
-            with err.status(f"tracing step {step}") if not as_json else contextlib.nullcontext():
+            with stages(enabled=not as_json) as stage:
+                stage(f"tracing step {step}")
                 result = trace_step(run_dir, prepare(st.store(), spec, "numba"), step)
         except (JobError, ReplayError) as e:
             raise UserError(str(e)) from None
@@ -108,7 +108,8 @@ def transcript_cmd(
         if not (run_dir / "spec.json").is_file():
             raise UserError(f"{run_dir} holds no training run (spec.json is missing)")
         try:
-            with err.status("storing checkpoints and transcript") if not as_json else contextlib.nullcontext():
+            with stages(enabled=not as_json) as stage:
+                stage("storing checkpoints and transcript")
                 cid, t = build(state(ctx).store(), run_dir)
         except TranscriptError as e:
             raise UserError(str(e)) from None
@@ -141,7 +142,8 @@ def dispute(
 
             try:
                 cid = inference.load(run_a)["model"]
-                with err.status("playing the dispute game") if not as_json else contextlib.nullcontext():
+                with stages(enabled=not as_json) as stage:
+                    stage("playing the dispute game")
                     result = inference.dispute(run_a, run_b, lambda: load(st.store(), cid)[0])
             except inference.InferenceError as e:
                 raise UserError(str(e)) from None
@@ -156,7 +158,8 @@ def dispute(
                 raise UserError("the two runs are of different specs; a dispute compares two runs of one spec")
             set_threads(st.settings().threads)
             store = st.store()
-            with err.status("playing the dispute game") if not as_json else contextlib.nullcontext():
+            with stages(enabled=not as_json) as stage:
+                stage("playing the dispute game")
                 result = play(run_a, run_b, lambda: prepare(store, spec_a, "numba"))
         except (JobError, ReplayError, DisputeError) as e:
             raise UserError(str(e)) from None
@@ -200,7 +203,8 @@ def infer(
         job = {"model": model, "prompt_ids": encode_prompt(tok, prompt, chat=True), "seed": seed, "request_id": request_id,
                "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
         try:
-            with err.status("generating") if not as_json else contextlib.nullcontext():
+            with stages(enabled=not as_json) as stage:
+                stage("generating")
                 res = inference.run(m, job, out_dir, adv)
         except inference.InferenceError as e:
             raise UserError(str(e)) from None

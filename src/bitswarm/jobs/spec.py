@@ -141,13 +141,14 @@ def load_spec(path: Path) -> TrainSpec:
 
 
 def example_spec(model: str, steps: int = 20) -> TrainSpec:
-    return TrainSpec(
-        model=model,
-        dataset=DatasetSpec(kind="synthetic", name="arithmetic"),
-        seq_len=64,
-        steps=steps,
-        global_batch=8,
-        lr=LRSpec(peak=3e-3, warmup_steps=2, schedule="linear", min_lr=3e-4),
-        seed=0,
-        checkpoint_every=5,
-    )
+    """A valid spec on the built-in arithmetic data; a bad argument is a SpecError naming it."""
+    return parse_spec({
+        "model": model,
+        "dataset": {"kind": "synthetic", "name": "arithmetic"},
+        "seq_len": 64,
+        "steps": steps,
+        "global_batch": 8,
+        "lr": {"peak": 3e-3, "warmup_steps": 2, "schedule": "linear", "min_lr": 3e-4},
+        "seed": 0,
+        "checkpoint_every": 5,
+    })
