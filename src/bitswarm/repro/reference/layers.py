@@ -144,6 +144,19 @@ def _check_ids(ids, vocab: int) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+def _check_embedding_bwd(ids, dy, dtable_acc):
+    """Checked (ids, dy) for a scatter-add into dtable_acc (V, D), which is updated in place."""
+    if not isinstance(dtable_acc, np.ndarray) or dtable_acc.ndim != 2:
+        raise ValueError("dtable_acc must be a 2-D float32 numpy array (updated in place)")
+    _acc(dtable_acc, "dtable_acc", dtable_acc.shape)
+    v, d = dtable_acc.shape
+    ids = _check_ids(ids, v)
+    dy = _f32(dy, "dy", 2)
+    if dy.shape != (ids.shape[0], d):
+        raise ValueError(f"dy must have shape ({ids.shape[0]}, {d}), got {dy.shape}")
+    return ids, dy
+
+
 def _check_swiglu(gate, up):
     gate = _f32(gate, "gate")
     up = _f32(up, "up")
@@ -262,14 +275,7 @@ def embedding_fwd(ids, table) -> np.ndarray:
 
 def embedding_bwd(ids, dy, dtable_acc) -> None:
     """dtable_acc[ids[n], :] += dy[n, :] for n in order, in place (plain fp32 adds)."""
-    if not isinstance(dtable_acc, np.ndarray) or dtable_acc.ndim != 2:
-        raise ValueError("dtable_acc must be a 2-D float32 numpy array (updated in place)")
-    _acc(dtable_acc, "dtable_acc", dtable_acc.shape)
-    v, d = dtable_acc.shape
-    ids = _check_ids(ids, v)
-    dy = _f32(dy, "dy", 2)
-    if dy.shape != (ids.shape[0], d):
-        raise ValueError(f"dy must have shape ({ids.shape[0]}, {d}), got {dy.shape}")
+    ids, dy = _check_embedding_bwd(ids, dy, dtable_acc)
     with np.errstate(over="ignore", invalid="ignore"):
         for n in range(ids.shape[0]):
             r = ids[n]

@@ -102,6 +102,12 @@ def check_u(u, rows: int | None = None, name: str = "u") -> np.ndarray:
     return a if rows is None else np.ascontiguousarray(a)
 
 
+def check_rows(probs, top_p, us) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked (probs (B, V), top_p (B,), us (B,)) for `sample_rows`."""
+    p = check_probs(probs, 2)
+    return p, check_top_p(top_p, p.shape[0]), check_u(us, p.shape[0], "us")
+
+
 def check_scores(x, name: str = "x") -> np.ndarray:
     a = np.asarray(x)
     if a.dtype != np.float32:
@@ -144,12 +150,9 @@ def sample_from_probs(probs, top_p, u) -> int:
 
 def sample_rows(probs, top_p, us) -> np.ndarray:
     """One token per row: probs float32 (B, V), top_p scalar or (B,), us (B,) -> int64 (B,)."""
-    p = check_probs(probs, 2)
-    rows = p.shape[0]
-    t = check_top_p(top_p, rows)
-    u = check_u(us, rows, "us")
-    out = np.empty(rows, dtype=np.int64)
-    for b in range(rows):
+    p, t, u = check_rows(probs, top_p, us)
+    out = np.empty(p.shape[0], dtype=np.int64)
+    for b in range(p.shape[0]):
         out[b] = _sample_row(p[b], t[b], u[b])
     return out
 

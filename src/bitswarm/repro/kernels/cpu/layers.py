@@ -16,6 +16,7 @@ from bitswarm.repro.fp import fma32
 from bitswarm.repro.kernels.cpu.transcendental import sigmoid32, silu32
 from bitswarm.repro.reference.layers import (
     _acc,
+    _check_embedding_bwd,
     _check_ids,
     _check_rmsnorm,
     _check_rmsnorm_bwd,
@@ -179,14 +180,7 @@ def embedding_fwd(ids, table) -> np.ndarray:
 
 
 def embedding_bwd(ids, dy, dtable_acc) -> None:
-    if not isinstance(dtable_acc, np.ndarray) or dtable_acc.ndim != 2:
-        raise ValueError("dtable_acc must be a 2-D float32 numpy array (updated in place)")
-    _acc(dtable_acc, "dtable_acc", dtable_acc.shape)
-    v, d = dtable_acc.shape
-    ids = _check_ids(ids, v)
-    dy = _f32(dy, "dy", 2)
-    if dy.shape != (ids.shape[0], d):
-        raise ValueError(f"dy must have shape ({ids.shape[0]}, {d}), got {dy.shape}")
+    ids, dy = _check_embedding_bwd(ids, dy, dtable_acc)
     _embedding_bwd(dy.size, ids, dy, dtable_acc)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from bitswarm.repro.reference.sampling import check_probs, check_scores, check_top_p, check_u
+from bitswarm.repro.reference.sampling import check_probs, check_rows, check_scores, check_top_p, check_u
 
 _MASK = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
@@ -88,12 +88,9 @@ def sample_from_probs(probs, top_p, u) -> int:
 
 def sample_rows(probs, top_p, us) -> np.ndarray:
     """One token per row: probs float32 (B, V), top_p scalar or (B,), us (B,) -> int64 (B,)."""
-    p = check_probs(probs, 2)
-    rows = p.shape[0]
-    t = check_top_p(top_p, rows)
-    u = check_u(us, rows, "us")
-    out = np.empty(rows, dtype=np.int64)
-    if rows:
+    p, t, u = check_rows(probs, top_p, us)
+    out = np.empty(p.shape[0], dtype=np.int64)
+    if p.shape[0]:
         _sample_rows_nb(p, p.view(np.uint32), t, u, out)
     return out
 

@@ -20,6 +20,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from bitswarm.repro.fp import as_f32, fma32
+from bitswarm.repro.kernels.cpu.dispatch import kernel
 from bitswarm.repro.reference import transcendental as _ref
 
 __all__ = [
@@ -282,53 +283,31 @@ def cos32(x):
 # ---- array functions: a parallel loop over independent elements ------------------------------
 
 
-@numba.njit(parallel=True, cache=False)
-def _exp_1d(x, out):
-    for i in prange(x.size):
-        out[i] = exp32(x[i])
+def _elementwise(scalar):
+    """The array loop for one scalar function: parallel over independent elements, with a
+    serial twin for small inputs (dispatch.kernel)."""
+
+    def loop(x, out):
+        for i in prange(x.size):
+            out[i] = scalar(x[i])
+
+    return kernel(loop)
 
 
-@numba.njit(parallel=True, cache=False)
-def _log_1d(x, out):
-    for i in prange(x.size):
-        out[i] = log32(x[i])
+_exp_1d = _elementwise(exp32)
+_log_1d = _elementwise(log32)
+_sigmoid_1d = _elementwise(sigmoid32)
+_silu_1d = _elementwise(silu32)
+_rsqrt_1d = _elementwise(rsqrt32)
+_sin_1d = _elementwise(sin32)
+_cos_1d = _elementwise(cos32)
 
 
-@numba.njit(parallel=True, cache=False)
-def _sigmoid_1d(x, out):
-    for i in prange(x.size):
-        out[i] = sigmoid32(x[i])
-
-
-@numba.njit(parallel=True, cache=False)
-def _silu_1d(x, out):
-    for i in prange(x.size):
-        out[i] = silu32(x[i])
-
-
-@numba.njit(parallel=True, cache=False)
-def _rsqrt_1d(x, out):
-    for i in prange(x.size):
-        out[i] = rsqrt32(x[i])
-
-
-@numba.njit(parallel=True, cache=False)
-def _sin_1d(x, out):
-    for i in prange(x.size):
-        out[i] = sin32(x[i])
-
-
-@numba.njit(parallel=True, cache=False)
-def _cos_1d(x, out):
-    for i in prange(x.size):
-        out[i] = cos32(x[i])
-
-
-def _apply(kernel, x) -> np.ndarray:
+def _apply(loop, x) -> np.ndarray:
     shape = np.shape(x)  # as_f32 turns a 0-d array into a 1-d one
     a = as_f32(x)
     out = np.empty(a.size, dtype=np.float32)
-    kernel(a.reshape(-1), out)
+    loop(a.size, a.reshape(-1), out)
     return out.reshape(shape)
 
 
