@@ -12,22 +12,13 @@ one training step (target < 5%). Work goes to a temporary directory (SmolLM2 che
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from repro_overhead import median_time  # a sibling script: benchmarks run as scripts from this folder
 
-
-def median(fn, n=3):
-    fn()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def measure(store, cid, name, steps, batch, seq, work: Path) -> dict:
@@ -40,12 +31,12 @@ def measure(store, cid, name, steps, batch, seq, work: Path) -> dict:
     spec = example_spec(cid, steps=steps).model_copy(update={"seq_len": seq, "global_batch": batch, "checkpoint_every": steps})
     p = prepare(store, spec)
     batches = p.batches_for_step(0)
-    step_s = median(lambda: train_step(p.model, p.state, batches, p.hyper))
-    hash_s = median(lambda: p.state.hash())
+    step_s = median_time(lambda: train_step(p.model, p.state, batches, p.hyper), 3)
+    hash_s = median_time(lambda: p.state.hash(), 3)
     # the hash costs the same whatever the batch; a step grows with it
     big = prepare(store, spec.model_copy(update={"seq_len": 128, "global_batch": 4}))
     big_batches = big.batches_for_step(0)
-    big_step_s = median(lambda: train_step(big.model, big.state, big_batches, big.hyper), n=2)
+    big_step_s = median_time(lambda: train_step(big.model, big.state, big_batches, big.hyper), 2)
     t = time.perf_counter()
     run_training(store, spec, work / f"{name}-honest")
     train_s = time.perf_counter() - t
