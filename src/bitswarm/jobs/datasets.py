@@ -36,7 +36,7 @@ class Example:
     logp_old: list[float] | None = None
 
 
-def _pad_id(tok) -> int:
+def pad_id(tok) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bitswarm.jobs.datasets import ArithmeticData, JsonlData, _pad_id, to_micro_batch
+from bitswarm.jobs.datasets import ArithmeticData, JsonlData, pad_id, to_micro_batch
 from bitswarm.jobs.spec import TrainSpec, parse_spec
 from bitswarm.repro import train as repro_train
 from bitswarm.repro.backend import get_backend, set_threads
@@ -52,6 +52,7 @@ class Prepared:
     state: repro_train.TrainState
     batches_for_step: Callable[[int], list]
     hyper: repro_train.Hyper
+    seq_len: int
 
 
 def prepare(store: BlobStore, spec: TrainSpec, backend: str = "numba", micro_batch: int | None = None) -> Prepared:
@@ -70,14 +71,15 @@ def prepare(store: BlobStore, spec: TrainSpec, backend: str = "numba", micro_bat
         data = ArithmeticData(tok, spec.seq_len, spec.global_batch, spec.seed)
     else:
         data = JsonlData(store, spec.dataset.cid, tok, spec.seq_len, spec.global_batch, spec.seed, spec.loss == "grpo")
-    pad = _pad_id(tok)
+    pad = pad_id(tok)
 
     def batches_for_step(step: int):
         ex = data.examples(step)
         return [to_micro_batch(ex[i : i + mb], spec.seq_len, pad, spec.loss == "grpo") for i in range(0, len(ex), mb)]
 
     params = load_params(model_dir, cfg)
-    return Prepared(Llama(cfg, params, B), repro_train.TrainState(params, spec.seed), batches_for_step, hyper_from(spec))
+    return Prepared(Llama(cfg, params, B), repro_train.TrainState(params, spec.seed), batches_for_step, hyper_from(spec),
+                    spec.seq_len)
 
 
 def run_training(

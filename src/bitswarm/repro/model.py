@@ -37,17 +37,9 @@ class KVCache:
         return self.k[0].shape[2] if self.k else 0
 
 
-def _split_heads(x: np.ndarray, b: int, t: int, h: int, dh: int) -> np.ndarray:
-    return np.ascontiguousarray(x.reshape(b, t, h, dh).transpose(0, 2, 1, 3))
-
-
-def _heads_first(x: np.ndarray) -> np.ndarray:
-    """(b, t, h, dh) -> contiguous (b, h, t, dh)."""
-    return np.ascontiguousarray(x.transpose(0, 2, 1, 3))
-
-
-def _positions_first(x: np.ndarray) -> np.ndarray:
-    """(b, h, t, dh) -> contiguous (b, t, h, dh)."""
+def _swap_heads_positions(x: np.ndarray) -> np.ndarray:
+    """(b, t, h, dh) <-> (b, h, t, dh), as a contiguous copy (RoPE is positions-first,
+    attention heads-first)."""
     return np.ascontiguousarray(x.transpose(0, 2, 1, 3))
 
 
@@ -60,7 +52,7 @@ class Llama:
     def __init__(self, cfg: LlamaConfig, params: dict[str, np.ndarray], backend):
         self.cfg, self.params, self.B = cfg, params, backend
         self.scale = F32(1) / np.sqrt(F32(cfg.head_dim))
-        self._rope_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._rope_tables: tuple[np.ndarray, np.ndarray] | None = None  # grown on demand
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -73,12 +65,16 @@ class Llama:
         return self.B.matmul(dy, self.params[name])
 
     def _rope(self, start: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """cos/sin rows for positions start..start+t-1. The table grows by doubling (up to the
+        context length), so decoding does not rebuild it for every new token; each row depends
+        only on its position, so the size never changes a value."""
         need = start + t
-        have = self._rope_cache.get("tables")
+        have = self._rope_tables
         if have is None or have[0].shape[0] < need:
-            n = max(need, 64)
+            size = 0 if have is None else have[0].shape[0]
+            n = max(need, min(max(2 * size, 64), self.cfg.max_position_embeddings))
             have = self.B.rope_tables(np.arange(n, dtype=np.int64), self.cfg.head_dim, self.cfg.rope_theta)
-            self._rope_cache["tables"] = have
+            self._rope_tables = have
         return have[0][start:need], have[1][start:need]
 
     def _lm_head_name(self) -> str:
@@ -146,9 +142,9 @@ class Llama:
             q = self._linear(h, p + "self_attn.q_proj.weight").reshape(b, t, cfg.num_heads, cfg.head_dim)
             k = self._linear(h, p + "self_attn.k_proj.weight").reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
             v = self._linear(h, p + "self_attn.v_proj.weight").reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-            q = _heads_first(B.rope_fwd(q, cos, sin))
-            k = _heads_first(B.rope_fwd(k, cos, sin))
-            v = _heads_first(v)
+            q = _swap_heads_positions(B.rope_fwd(q, cos, sin))
+            k = _swap_heads_positions(B.rope_fwd(k, cos, sin))
+            v = _swap_heads_positions(v)
             if cache is not None:
                 if len(cache.k) <= i:
                     cache.k.append(k), cache.v.append(v)
@@ -198,10 +194,10 @@ class Llama:
             dx_mid = dx + B.rmsnorm_bwd(dh2, L["x_mid"], P[p + "post_attention_layernorm.weight"],
                                         L["rstd2"], grads[p + "post_attention_layernorm.weight"])
             do2 = self._linear_bwd(dx_mid, L["o2"], p + "self_attn.o_proj.weight", grads)
-            do = _split_heads(do2, b, t, cfg.num_heads, cfg.head_dim)
+            do = _swap_heads_positions(do2.reshape(b, t, cfg.num_heads, cfg.head_dim))
             dq, dk, dv = self._attention_bwd(do, L["q"], L["k"], L["v"], L["probs"])
-            dq = B.rope_bwd(_positions_first(dq), cos, sin).reshape(b * t, -1)
-            dk = B.rope_bwd(_positions_first(dk), cos, sin).reshape(b * t, -1)
+            dq = B.rope_bwd(_swap_heads_positions(dq), cos, sin).reshape(b * t, -1)
+            dk = B.rope_bwd(_swap_heads_positions(dk), cos, sin).reshape(b * t, -1)
             dh = self._linear_bwd(dq, L["h"], p + "self_attn.q_proj.weight", grads)
             dh = dh + self._linear_bwd(dk, L["h"], p + "self_attn.k_proj.weight", grads)
             dh = dh + self._linear_bwd(_merge_heads(dv), L["h"], p + "self_attn.v_proj.weight", grads)

@@ -96,17 +96,19 @@ class TrainState:
     def hash(self) -> str:
         return state_hash(self.step, self.tensors().items())
 
-    def save(self, path: Path) -> None:
-        """Atomically write a checkpoint directory (temp dir, fsync, rename)."""
+    def save(self, path: Path, state_hash: str | None = None) -> None:
+        """Atomically write a checkpoint directory (temp dir, fsync, rename). Pass the state
+        hash when it is already known: hashing a SmolLM2 state takes a sizeable part of a step."""
         from safetensors.numpy import save_file
 
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        # reshape: ascontiguousarray turns the 0-d scalars (beta powers, seed) into 1-d arrays
         tensors = {k: np.ascontiguousarray(v).reshape(v.shape) for k, v in self.tensors().items()}
         save_file(tensors, str(tmp / "state.safetensors"))
-        meta = {"step": self.step, "state_hash": self.hash(), "seed": self.seed}
+        meta = {"step": self.step, "state_hash": state_hash or self.hash(), "seed": self.seed}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -275,7 +277,7 @@ def run(
             os.fsync(f.fileno())
             log.append(row)
             if state.step % checkpoint_every == 0 or state.step == steps:
-                state.save(_ckpt_dir(out, state.step))
+                state.save(_ckpt_dir(out, state.step), row["state_hash"])
             if on_step:
                 on_step(row)
     hashes = [r["state_hash"] for r in log]

@@ -138,8 +138,7 @@ def trace_step(run: Path, prepared, step: int, adversary=None, capture: int | No
     before = state.hash()
     # RoPE tables are constants of the model, cached on first use; computing them before the
     # traced step keeps the op list independent of what ran earlier in this process.
-    seq_len = max(mb.ids.shape[1] for mb in prepared.batches_for_step(state.step))
-    model._rope(0, seq_len)
+    model._rope(0, prepared.seq_len)
     tracers = []
 
     def outer(inner):
