@@ -26,8 +26,6 @@ class Generation:
     text: str
     new_tokens: int
     seconds: float
-    token_ids: tuple[int, ...] = ()
-    request_id: int = 0
 
     def as_dict(self) -> dict:
         return {
@@ -124,7 +122,7 @@ def generate_many(
                               request_ids=[rid], eos_ids=eos, on_token=stream)
         seconds = time.perf_counter() - start
         text = tok.decode(new, skip_special_tokens=True).strip()
-        results.append(Generation(cid, prompt, text, len(new), seconds, tuple(new), rid))
+        results.append(Generation(cid, prompt, text, len(new), seconds))
     return results
 
 
