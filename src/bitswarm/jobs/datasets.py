@@ -89,8 +89,10 @@ class ArithmeticData:
 class JsonlData:
     """A stored JSONL blob: {"text"} lines for lm; {"prompt","completion","advantage"[,"logp_old"]} for grpo."""
 
-    def __init__(self, store: BlobStore, cid: str, tok, seq_len: int, global_batch: int, seed: int, grpo: bool):
+    def __init__(self, store: BlobStore, cid: str, tok, seq_len: int, global_batch: int, seed: int, grpo: bool,
+                 order: str = "sampled"):
         self.tok, self.seq_len, self.global_batch, self.seed, self.grpo = tok, seq_len, global_batch, seed, grpo
+        self.order = order
         raw = store.read_bytes(cid)
         self.records = []
         for n, line in enumerate(raw.decode("utf-8", errors="strict").splitlines(), 1):
@@ -125,5 +127,8 @@ class JsonlData:
         return Example(ids=p + c, loss_from=len(p), advantage=float(rec["advantage"]), logp_old=lp)
 
     def examples(self, step: int) -> list[Example]:
+        if self.order == "sequential":
+            n = len(self.records)
+            return [self.records[(step * self.global_batch + i) % n] for i in range(self.global_batch)]
         idx = integers(self.seed, step, self.global_batch, len(self.records), purpose=PURPOSE_DATA)
         return [self.records[int(i)] for i in idx]

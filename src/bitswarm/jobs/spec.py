@@ -35,6 +35,11 @@ class DatasetSpec(_Strict):
         description="CID of a JSONL file: {\"text\"} per line for lm; {\"prompt\", \"completion\", "
         "\"advantage\", optional \"logp_old\"} for grpo",
     )
+    order: Literal["sampled", "sequential"] = Field(
+        "sampled",
+        description="sampled: step s draws global_batch records at random from (seed, s); sequential: "
+        "step s takes records s*global_batch onwards in file order (each once per pass; for rollout batches)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -43,6 +48,8 @@ class DatasetSpec(_Strict):
                 raise ValueError(f"synthetic dataset name must be one of: {', '.join(SYNTHETIC)}")
             if self.cid is not None:
                 raise ValueError("a synthetic dataset takes no cid")
+            if self.order != "sampled":
+                raise ValueError("a synthetic dataset is always sampled; order 'sequential' is for stored JSONL")
         else:
             if self.cid is None or not is_cid(self.cid):
                 raise ValueError("kind 'cid' needs cid: sha256:<64 hex>")

@@ -70,7 +70,8 @@ def prepare(store: BlobStore, spec: TrainSpec, backend: str = "numba", micro_bat
     if spec.dataset.kind == "synthetic":
         data = ArithmeticData(tok, spec.seq_len, spec.global_batch, spec.seed)
     else:
-        data = JsonlData(store, spec.dataset.cid, tok, spec.seq_len, spec.global_batch, spec.seed, spec.loss == "grpo")
+        data = JsonlData(store, spec.dataset.cid, tok, spec.seq_len, spec.global_batch, spec.seed, spec.loss == "grpo",
+                         spec.dataset.order)
     pad = pad_id(tok)
 
     def batches_for_step(step: int):

@@ -138,3 +138,17 @@ def init_model(store: BlobStore, size: str, seed: int, stage: Stage = lambda s: 
         cid = store.put_dir(out, label=f"{size}-seed{seed}")
         shutil.rmtree(out)
     return cid
+
+
+def store_trained(store: BlobStore, base_cid: str, params: dict, label: str | None = None) -> str:
+    """A new model: the base model's config and tokenizer with these (trained) weights."""
+    from bitswarm.repro.weights import save_params
+
+    base = store.checkout(base_cid)
+    with tempfile.TemporaryDirectory(dir=store.tmp) as tmp:
+        out = Path(tmp) / "model"
+        shutil.copytree(base, out, ignore=shutil.ignore_patterns("*.safetensors", "*.safetensors.index.json"))
+        save_params(params, out / "model.safetensors")
+        cid = store.put_dir(out, label=label or "trained")
+        shutil.rmtree(out)
+    return cid

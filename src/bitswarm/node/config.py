@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,7 +31,9 @@ class Settings(BaseSettings):
 
     rpc_url: str = Field(
         "http://127.0.0.1:8545",
-        description="JSON-RPC endpoint of the EVM chain; the embedded devnet listens here by default",
+        # BITSWARM_RPC is the short name the docs use; BITSWARM_RPC_URL follows the field's name.
+        validation_alias=AliasChoices("rpc_url", "bitswarm_rpc", "bitswarm_rpc_url"),
+        description="JSON-RPC endpoint of the EVM chain (env BITSWARM_RPC); the embedded devnet listens here by default",
     )
     api_host: str = Field(
         "127.0.0.1",

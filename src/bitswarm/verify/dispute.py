@@ -163,36 +163,40 @@ def play(a: Party, b: Party, referee_prepared, referee_run: Path) -> dict:
             olo = mid
         else:
             ohi = mid
-    i = ohi
-    rec_a = a.op_record(hi, i)[0] if i < n_ops else None
-    rec_b = b.op_record(hi, i)[0] if i < n_ops else None
-    result["op_index"] = i
+    result["op_index"] = ohi
+    return {**result, **rule(a, b, referee_prepared, referee_run, hi, ohi)}
 
-    # referee (its clock starts once the parties have handed over what it asked for)
+
+def rule(a: Party, b: Party, referee_prepared, referee_run: Path, step: int, i: int) -> dict:
+    """The referee's verdict on op i of step `step` (1-based), once bisection has pinned it down.
+
+    Returns {"winner": "A" | "B" | None, "op", "referee": "op" | "step", "referee_seconds"}; the
+    clock starts once the parties have handed over what the referee asked for.
+    """
+    rec_a, rec_b = a.op_record(step, i)[0], b.op_record(step, i)[0]
     if rec_a is not None and rec_b is not None and rec_a["op"] == rec_b["op"] and rec_a["in"] == rec_b["in"]:
         for provider in (a, b):  # a party whose tensors are not the agreed ones is passed over
-            op, args, kwargs = provider.op_inputs(hi, i)
+            op, args, kwargs = provider.op_inputs(step, i)
             start = time.perf_counter()
             if input_hashes(args, kwargs) == rec_a["in"]:
                 break
         else:
             raise DisputeError("neither party produced the agreed inputs of the disputed op")
         truth = recompute(referee_prepared.model.B, op, args, kwargs)
-        result["op"], result["referee"] = op, "op"
+        verdict = {"op": op, "referee": "op"}
         got = {"A": rec_a["out"], "B": rec_b["out"]}
     else:
         start = time.perf_counter()
-        honest = trace_step(referee_run, referee_prepared, hi)
-        if honest["state_hash_before"] != (a.log[hi - 2] if hi >= 2 else honest["state_hash_before"]):
+        honest = trace_step(referee_run, referee_prepared, step)
+        if honest["state_hash_before"] != (a.log[step - 2] if step >= 2 else honest["state_hash_before"]):
             raise DisputeError("the referee could not rebuild the agreed state")
-        ref = honest["records"][i] if i < len(honest["records"]) else None
-        result["op"], result["referee"] = (ref or rec_a or rec_b or {}).get("op"), "step"
-        truth = ref
+        truth = honest["records"][i] if i < len(honest["records"]) else None
+        verdict = {"op": (truth or rec_a or rec_b or {}).get("op"), "referee": "step"}
         got = {"A": rec_a, "B": rec_b}
-    result["referee_seconds"] = round(time.perf_counter() - start, 4)
-    winners = [n for n in parties if got[n] == truth]
-    result["winner"] = winners[0] if len(winners) == 1 else None
-    return result
+    verdict["referee_seconds"] = round(time.perf_counter() - start, 4)
+    winners = [n for n in ("A", "B") if got[n] == truth]
+    verdict["winner"] = winners[0] if len(winners) == 1 else None
+    return verdict
 
 
 def dispute(run_a: Path, run_b: Path, prepared_factory) -> dict:

@@ -1,0 +1,256 @@
+"""`bitswarm devnet`, `bitswarm ledger …` and `bitswarm node register|unbond`: the node on chain."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import typer
+
+from bitswarm.cli.identity_cmd import _passphrase
+from bitswarm.cli.output import JSON_HELP, UserError, emit_json, err, out, reporting
+from bitswarm.cli.state import State, state
+from bitswarm.ledger import deployment as deployments
+from bitswarm.ledger.client import CREDIT, ROLE_NAMES, Ledger
+from bitswarm.node import identity
+
+ledger_app = typer.Typer(help="The EVM chain: contracts, balances, deployment.", no_args_is_help=True)
+node_app = typer.Typer(help="This node on chain: registration, stake, unbonding.", no_args_is_help=True)
+
+
+def credits_to_units(text: str, what: str) -> int:
+    """'12.5' credits -> token units (18 decimals), refusing what a person would not mean."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise UserError(f"{what} must be a number of credits, like 100 or 2.5 (got {text!r})") from None
+    if not value.is_finite() or value < 0:
+        raise UserError(f"{what} must be a non-negative number of credits (got {text!r})")
+    units = value * CREDIT
+    if units != units.to_integral_value():
+        raise UserError(f"{what} has more than 18 decimal places (got {text!r})")
+    return int(units)
+
+
+def units_to_credits(units: int) -> str:
+    return format(Decimal(units) / CREDIT, "f").rstrip("0").rstrip(".") if units else "0"
+
+
+def connect(st: State, with_account: bool) -> Ledger:
+    """A client for the configured chain; with_account unlocks the identity (asks the passphrase)."""
+    from web3 import Web3
+
+    rpc_url = st.settings().rpc_url
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 10}))
+    try:
+        w3.eth.chain_id
+    except Exception as exc:  # noqa: BLE001 - any transport failure means the same to the user
+        raise UserError(
+            f"no EVM JSON-RPC endpoint answers at {rpc_url} ({type(exc).__name__}). Start the embedded chain "
+            "with `bitswarm devnet`, or point rpc_url at one (`bitswarm config set rpc_url URL` or BITSWARM_RPC)."
+        ) from None
+    dep = deployments.resolve(w3, st.home, rpc_url)
+    account = identity.unlock(st.home, _passphrase(confirm=False)) if with_account else None
+    return Ledger(rpc_url, dep, account)
+
+
+def _node_json(lg: Ledger, address: str) -> dict:
+    node = lg.node(address)
+    return {
+        "registered": bool(node["registered"]),
+        "peer_id": node["peer_id"],
+        "roles": [name for name, bit in ROLE_NAMES.items() if node["roles"] & bit],
+        "stake": node["staked"],
+        "locked": node["locked"],
+        "unbonding": node["unbonding"],
+        "unbond_release": node["unbond_release"],
+    }
+
+
+def devnet(
+    ctx: typer.Context,
+    port: int = typer.Option(8545, "--port", min=0, max=65535, help="TCP port on 127.0.0.1 (0 picks a free one)."),
+    data: Path = typer.Option(None, "--data", help="Chain data directory (default: <home>/devnet).", show_default=False),
+):
+    """Run the embedded EVM chain on 127.0.0.1 with bitswarm's contracts deployed; survives restarts."""
+    from bitswarm.ledger.devnet import Devnet, DevnetError
+    from bitswarm.ledger.faucet import setup_devnet
+
+    with reporting(False):
+        data_dir = (data or state(ctx).home / "devnet").expanduser().absolute()
+
+        def setup(net: Devnet) -> dict:
+            err.print("[dim]first start: deploying bitswarm's contracts…[/]")
+            return setup_devnet(net.url, net.dev_accounts[0][1], [a for a, _ in net.dev_accounts])
+
+        net = Devnet(data_dir, port=port, setup=setup)
+        try:
+            net.start()
+        except DevnetError as exc:
+            raise UserError(str(exc)) from None
+        try:
+            contracts = (net.deployment or {}).get("contracts", {})
+            out.print(f"devnet  {net.url}  chain id {net.chain_id}  data {data_dir}")
+            for name, addr in contracts.items():
+                out.print(f"  {name:<17} {addr}")
+            out.print(f"  dev accounts: {len(net.dev_accounts)} funded (first: {net.dev_accounts[0][0]})")
+            err.print("[dim]Ctrl-C stops it; its state is kept for the next start.[/]")
+            net.wait()
+        finally:
+            net.stop()
+
+
+@ledger_app.command()
+def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
+    """Chain id, block, contract addresses, and this identity's balance and stake."""
+    with reporting(as_json):
+        st = state(ctx)
+        lg = connect(st, with_account=False)
+        address = identity.load(st.home).address if identity.exists(st.home) else None
+        result = {
+            "chain_id": lg.deployment.chain_id,
+            "block": lg.block_number(),
+            "contracts": dict(lg.deployment.contracts),
+            "address": address,
+            "balance": lg.token_balance(address) if address else None,
+            "stake": None,
+        }
+        if address:
+            node = _node_json(lg, address)
+            result["stake"] = node["stake"]
+            result["eth_balance"] = lg.eth_balance(address)
+            result["node"] = node
+        if as_json:
+            emit_json(result)
+            return
+        out.print(f"chain {result['chain_id']} at {st.settings().rpc_url}, block {result['block']}")
+        for name, addr in result["contracts"].items():
+            out.print(f"  {name:<17} {addr}")
+        if address is None:
+            out.print("no identity here: `bitswarm identity new` makes one")
+            return
+        out.print(f"address {address}")
+        out.print(f"  credits {units_to_credits(result['balance'])}  stake {units_to_credits(result['stake'])}"
+                  f"  locked {units_to_credits(node['locked'])}  unbonding {units_to_credits(node['unbonding'])}")
+        out.print(f"  registered {node['registered']}  roles {','.join(node['roles']) or '-'}")
+
+
+@ledger_app.command()
+def deploy(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
+    """Deploy the contracts to the configured chain from this identity; nodes using this home find them."""
+    from web3 import Web3
+
+    from bitswarm.ledger.deployment import deploy as deploy_contracts
+
+    with reporting(as_json):
+        st = state(ctx)
+        account = identity.unlock(st.home, _passphrase(confirm=False))
+        w3 = Web3(Web3.HTTPProvider(st.settings().rpc_url, request_kwargs={"timeout": 30}))
+        dep = deploy_contracts(w3, account)
+        path = deployments.save(st.home, dep)
+        if as_json:
+            emit_json({**dep.to_json(), "file": str(path)})
+        else:
+            for name, addr in dep.contracts.items():
+                out.print(f"{name:<17} {addr}")
+            err.print(f"[dim]written to {path}[/]")
+
+
+@ledger_app.command()
+def fund(
+    ctx: typer.Context,
+    address: str = typer.Argument(None, help="Who to fund (default: this identity)."),
+    credits: str = typer.Option("1000", "--credits", help="Credits to mint."),
+    eth: str = typer.Option("10", "--eth", help="ETH for gas."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Devnet only: mint credits and send ETH for gas from the devnet's faucet."""
+    with reporting(as_json):
+        st = state(ctx)
+        lg = connect(st, with_account=False)
+        target = address or identity.load(st.home).address
+        answer = lg.w3.provider.make_request(
+            "bitswarm_fund", [target, credits_to_units(eth, "--eth"), credits_to_units(credits, "--credits")]
+        )
+        if "error" in answer:
+            msg = answer["error"].get("message", str(answer["error"]))
+            if "method" in msg.lower() and "not" in msg.lower():
+                msg = "this chain has no faucet (only `bitswarm devnet` does); fund the address from a funded account"
+            raise UserError(msg)
+        result = answer["result"]
+        if as_json:
+            emit_json(result)
+        else:
+            out.print(f"funded {result['address']}: {units_to_credits(result['credits'])} credits, "
+                      f"{units_to_credits(result['eth'])} ETH")
+
+
+@node_app.command()
+def register(
+    ctx: typer.Context,
+    stake: str = typer.Option(..., "--stake", help="Credits to stake (added to any existing stake)."),
+    roles: str = typer.Option(
+        "solver,verifier,swarm", "--roles", help=f"Comma-separated roles: {', '.join(ROLE_NAMES)}."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Register this identity's address and peer id with its roles, and stake credits."""
+    with reporting(as_json):
+        st = state(ctx)
+        bits = 0
+        for name in (r.strip() for r in roles.split(",") if r.strip()):
+            if name not in ROLE_NAMES:
+                raise UserError(f"unknown role {name!r}; roles are {', '.join(ROLE_NAMES)}")
+            bits |= ROLE_NAMES[name]
+        if not bits:
+            raise UserError(f"--roles needs at least one of {', '.join(ROLE_NAMES)}")
+        amount = credits_to_units(stake, "--stake")
+        ident = identity.load(st.home)
+        lg = connect(st, with_account=True)
+        have = lg.token_balance()
+        if have < amount:
+            raise UserError(
+                f"staking {stake} credits needs {units_to_credits(amount)}, but {lg.address} holds "
+                f"{units_to_credits(have)}" + (" (on the devnet: `bitswarm ledger fund`)" if lg.w3.provider.make_request(
+                    "bitswarm_deployment", []).get("result") else "")
+            )
+        txs = [lg.register(ident.peer_id, bits).tx_hash]
+        if amount:
+            txs.append(lg.stake(amount).tx_hash)
+        node = _node_json(lg, lg.address)
+        if as_json:
+            emit_json({"address": lg.address, **node, "transactions": txs})
+        else:
+            out.print(f"registered {lg.address} ({ident.peer_id}) as {','.join(node['roles'])}; "
+                      f"stake {units_to_credits(node['stake'])} credits")
+
+
+@node_app.command()
+def unbond(
+    ctx: typer.Context,
+    amount: str = typer.Option(None, "--amount", help="Credits to unbond (default: all free stake).", show_default=False),
+    withdraw: bool = typer.Option(False, "--withdraw", help="Withdraw stake whose unbonding delay has passed instead."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Start unbonding free stake (withdrawable after the registry's delay), or withdraw it once the delay has passed."""
+    with reporting(as_json):
+        lg = connect(state(ctx), with_account=True)
+        if withdraw:
+            rc = lg.withdraw()
+            result = {"withdrawn": rc.event("Withdrawn")["amount"], "transaction": rc.tx_hash}
+        else:
+            units = credits_to_units(amount, "--amount") if amount is not None else lg.call(
+                "NodeRegistry", "free_stake", lg.address)
+            if units == 0:
+                raise UserError("nothing to unbond: this node has no free stake")
+            rc = lg.request_unbond(units)
+            ev = rc.event("UnbondRequested")
+            result = {"unbonding": ev["amount"], "release_time": ev["release_time"], "transaction": rc.tx_hash}
+        result["node"] = _node_json(lg, lg.address)
+        if as_json:
+            emit_json(result)
+        elif withdraw:
+            out.print(f"withdrew {units_to_credits(result['withdrawn'])} credits")
+        else:
+            out.print(f"unbonding {units_to_credits(result['unbonding'])} credits; withdraw with "
+                      f"`bitswarm node unbond --withdraw` after unix time {result['release_time']}")

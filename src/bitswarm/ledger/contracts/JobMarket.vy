@@ -1,0 +1,606 @@
+#pragma version ~=0.4.3
+"""
+@title bitswarm job market and dispute game
+@notice Posters escrow a bounty for a job; a solver stakes, claims and commits the Merkle root
+        of its result (one leaf per training step or generated token). Within the challenge
+        window a verifier may stake the same amount and commit a different root. The two then
+        bisect: first over the result leaves to the first step whose state differs, then over
+        each side's op trace of that step to the first op that differs. Referees recompute that
+        one op off-chain and vote. A party that stops answering loses by deadline.
+"""
+
+from ethereum.ercs import IERC20
+from . import INodeRegistry
+
+# Job kinds.
+KIND_TRAIN: constant(uint8) = 0
+KIND_INFER: constant(uint8) = 1
+KIND_EVAL: constant(uint8) = 2
+
+# Job status.
+OPEN: constant(uint8) = 1
+CLAIMED: constant(uint8) = 2
+COMMITTED: constant(uint8) = 3
+DISPUTED: constant(uint8) = 4
+DONE: constant(uint8) = 5
+FAILED: constant(uint8) = 6
+CANCELLED: constant(uint8) = 7
+DRAW: constant(uint8) = 8
+
+# Dispute phase.
+PHASE_NONE: constant(uint8) = 0
+PHASE_STEP: constant(uint8) = 1
+PHASE_TRACE: constant(uint8) = 2
+PHASE_OP: constant(uint8) = 3
+PHASE_VOTE: constant(uint8) = 4
+PHASE_SETTLED: constant(uint8) = 5
+
+# Registry role bits (see NodeRegistry.vy).
+SOLVER: constant(uint256) = 1
+VERIFIER: constant(uint256) = 2
+REFEREE: constant(uint256) = 4
+
+MAX_LEAVES: constant(uint256) = 2**32
+MAX_CHALLENGE_WINDOW: constant(uint256) = 30 * 86400
+# 2**32 leaves need 32 siblings; 64 leaves room without an unbounded loop.
+MAX_PROOF: constant(uint256) = 64
+
+struct Job:
+    poster: address
+    spec_cid: bytes32
+    kind: uint8
+    num_leaves: uint256
+    bounty: uint256
+    solver_stake: uint256
+    challenge_window: uint256
+    status: uint8
+    solver: address
+    result_root: bytes32
+    result_cid: bytes32
+    commit_deadline: uint256
+    challenge_deadline: uint256
+
+struct Dispute:
+    challenger: address
+    solver_root: bytes32
+    challenger_root: bytes32
+    phase: uint8
+    lo: uint256
+    hi: uint256
+    index: uint256  # the leaf (STEP) or op (OP) index asked this round
+    deadline: uint256
+    solver_answered: bool
+    challenger_answered: bool
+    solver_answer: bytes32
+    challenger_answer: bytes32
+    disputed_step: uint256
+    disputed_op: uint256
+    solver_trace_root: bytes32
+    challenger_trace_root: bytes32
+    solver_n_ops: uint256
+    challenger_n_ops: uint256
+    votes_solver: uint256
+    votes_challenger: uint256
+    winner: address
+
+event JobPosted:
+    job_id: indexed(uint256)
+    poster: indexed(address)
+    spec_cid: bytes32
+    kind: uint8
+    num_leaves: uint256
+    bounty: uint256
+    solver_stake: uint256
+    challenge_window: uint256
+
+event JobCancelled:
+    job_id: indexed(uint256)
+    poster: indexed(address)
+    bounty: uint256
+
+event JobClaimed:
+    job_id: indexed(uint256)
+    solver: indexed(address)
+    commit_deadline: uint256
+
+event ResultCommitted:
+    job_id: indexed(uint256)
+    result_root: bytes32
+    result_cid: bytes32
+    challenge_deadline: uint256
+
+event JobFinalized:
+    job_id: indexed(uint256)
+    solver: indexed(address)
+    bounty: uint256
+
+event JobChallenged:
+    job_id: indexed(uint256)
+    challenger: indexed(address)
+    challenger_root: bytes32
+
+event DisputeQuery:
+    job_id: indexed(uint256)
+    phase: uint8
+    index: uint256
+    deadline: uint256
+
+event StepAnswered:
+    job_id: indexed(uint256)
+    party: indexed(address)
+    index: uint256
+    leaf: bytes32
+
+event StepFound:
+    job_id: indexed(uint256)
+    step_index: uint256
+
+event TraceCommitted:
+    job_id: indexed(uint256)
+    party: indexed(address)
+    trace_root: bytes32
+    n_ops: uint256
+
+event OpAnswered:
+    job_id: indexed(uint256)
+    party: indexed(address)
+    index: uint256
+    digest: bytes32
+
+event OpFound:
+    job_id: indexed(uint256)
+    step: uint256
+    op: uint256
+
+event RefereeVoted:
+    job_id: indexed(uint256)
+    referee: indexed(address)
+    solver_wins: bool
+
+event DisputeSettled:
+    job_id: indexed(uint256)
+    winner: indexed(address)
+    loser: indexed(address)
+    reason: String[32]
+
+token: public(immutable(IERC20))
+registry: public(immutable(INodeRegistry))
+commit_timeout: public(immutable(uint256))
+round_timeout: public(immutable(uint256))
+vote_timeout: public(immutable(uint256))
+referee_min_stake: public(immutable(uint256))
+
+next_job_id: public(uint256)
+voted: public(HashMap[uint256, HashMap[address, bool]])
+jobs: HashMap[uint256, Job]
+disputes: HashMap[uint256, Dispute]
+
+
+@deploy
+def __init__(
+    _token: address,
+    _registry: address,
+    _commit_timeout: uint256,
+    _round_timeout: uint256,
+    _vote_timeout: uint256,
+    _referee_min_stake: uint256,
+):
+    token = IERC20(_token)
+    registry = INodeRegistry(_registry)
+    commit_timeout = _commit_timeout
+    round_timeout = _round_timeout
+    vote_timeout = _vote_timeout
+    referee_min_stake = _referee_min_stake
+    self.next_job_id = 1
+
+
+# ---------------------------------------------------------------- jobs
+
+@external
+def post_job(
+    spec_cid: bytes32,
+    kind: uint8,
+    num_leaves: uint256,
+    bounty: uint256,
+    solver_stake: uint256,
+    challenge_window: uint256,
+) -> uint256:
+    assert spec_cid != empty(bytes32), "market: empty spec cid"
+    assert kind <= KIND_EVAL, "market: bad kind"
+    assert num_leaves >= 1 and num_leaves <= MAX_LEAVES, "market: bad leaf count"
+    assert bounty > 0, "market: zero bounty"
+    assert challenge_window >= 1 and challenge_window <= MAX_CHALLENGE_WINDOW, "market: bad challenge window"
+    job_id: uint256 = self.next_job_id
+    self.next_job_id = job_id + 1
+    self.jobs[job_id] = Job(
+        poster=msg.sender,
+        spec_cid=spec_cid,
+        kind=kind,
+        num_leaves=num_leaves,
+        bounty=bounty,
+        solver_stake=solver_stake,
+        challenge_window=challenge_window,
+        status=OPEN,
+        solver=empty(address),
+        result_root=empty(bytes32),
+        result_cid=empty(bytes32),
+        commit_deadline=0,
+        challenge_deadline=0,
+    )
+    log JobPosted(
+        job_id=job_id,
+        poster=msg.sender,
+        spec_cid=spec_cid,
+        kind=kind,
+        num_leaves=num_leaves,
+        bounty=bounty,
+        solver_stake=solver_stake,
+        challenge_window=challenge_window,
+    )
+    assert extcall token.transferFrom(msg.sender, self, bounty), "market: token transfer failed"
+    return job_id
+
+
+@external
+def cancel_job(job_id: uint256):
+    job: Job = self._job(job_id)
+    assert msg.sender == job.poster, "market: not poster"
+    assert job.status == OPEN, "market: job not open"
+    self.jobs[job_id].status = CANCELLED
+    log JobCancelled(job_id=job_id, poster=job.poster, bounty=job.bounty)
+    self._pay(job.poster, job.bounty)
+
+
+@external
+def claim_job(job_id: uint256):
+    job: Job = self._job(job_id)
+    assert job.status == OPEN, "market: job not open"
+    assert staticcall registry.has_role(msg.sender, SOLVER), "market: not a solver"
+    assert msg.sender != job.poster, "market: poster cannot solve"
+    deadline: uint256 = block.timestamp + commit_timeout
+    self.jobs[job_id].status = CLAIMED
+    self.jobs[job_id].solver = msg.sender
+    self.jobs[job_id].commit_deadline = deadline
+    log JobClaimed(job_id=job_id, solver=msg.sender, commit_deadline=deadline)
+    extcall registry.lock(msg.sender, job.solver_stake)
+
+
+@external
+def commit_result(job_id: uint256, result_root: bytes32, result_cid: bytes32):
+    job: Job = self._job(job_id)
+    assert msg.sender == job.solver, "market: not solver"
+    assert job.status == CLAIMED, "market: job not claimed"
+    assert block.timestamp <= job.commit_deadline, "market: commit deadline passed"
+    assert result_root != empty(bytes32) and result_cid != empty(bytes32), "market: empty root"
+    deadline: uint256 = block.timestamp + job.challenge_window
+    self.jobs[job_id].status = COMMITTED
+    self.jobs[job_id].result_root = result_root
+    self.jobs[job_id].result_cid = result_cid
+    self.jobs[job_id].challenge_deadline = deadline
+    log ResultCommitted(
+        job_id=job_id, result_root=result_root, result_cid=result_cid, challenge_deadline=deadline
+    )
+
+
+@external
+def finalize(job_id: uint256):
+    job: Job = self._job(job_id)
+    assert job.status == COMMITTED, "market: job not committed"
+    assert block.timestamp > job.challenge_deadline, "market: challenge window open"
+    self.jobs[job_id].status = DONE
+    log JobFinalized(job_id=job_id, solver=job.solver, bounty=job.bounty)
+    extcall registry.unlock(job.solver, job.solver_stake)
+    self._pay(job.solver, job.bounty)
+
+
+# ---------------------------------------------------------------- dispute game
+
+@external
+def challenge(job_id: uint256, challenger_root: bytes32):
+    job: Job = self._job(job_id)
+    # Status COMMITTED also makes this one challenge per job: the first one moves it to DISPUTED.
+    assert job.status == COMMITTED, "market: job not committed"
+    assert block.timestamp <= job.challenge_deadline, "market: challenge window closed"
+    assert staticcall registry.has_role(msg.sender, VERIFIER), "market: not a verifier"
+    assert msg.sender != job.solver, "market: solver cannot challenge"
+    assert challenger_root != empty(bytes32), "market: empty root"
+    assert challenger_root != job.result_root, "market: root agrees with result"
+    self.jobs[job_id].status = DISPUTED
+    d: Dispute = empty(Dispute)
+    d.challenger = msg.sender
+    d.solver_root = job.result_root
+    d.challenger_root = challenger_root
+    d.phase = PHASE_STEP
+    # The first query is the final state; if both sides agree on it there is nothing to bisect.
+    d.lo = 0
+    d.hi = job.num_leaves - 1
+    d.index = job.num_leaves - 1
+    d.deadline = block.timestamp + round_timeout
+    self.disputes[job_id] = d
+    log JobChallenged(job_id=job_id, challenger=msg.sender, challenger_root=challenger_root)
+    log DisputeQuery(job_id=job_id, phase=PHASE_STEP, index=d.index, deadline=d.deadline)
+    extcall registry.lock(msg.sender, job.solver_stake)
+
+
+@external
+def respond_step(job_id: uint256, leaf: bytes32, proof: DynArray[bytes32, MAX_PROOF]):
+    job: Job = self._job(job_id)
+    d: Dispute = self.disputes[job_id]
+    assert d.phase == PHASE_STEP, "market: not in step phase"
+    is_solver: bool = self._check_turn(job, d)
+    root: bytes32 = d.solver_root if is_solver else d.challenger_root
+    assert self._verify_proof(leaf, proof, d.index, job.num_leaves, root), "market: proof does not match the committed root"
+    d = self._record(d, is_solver, leaf)
+    log StepAnswered(job_id=job_id, party=msg.sender, index=d.index, leaf=leaf)
+    if not (d.solver_answered and d.challenger_answered):
+        self.disputes[job_id] = d
+        return
+
+    agree: bool = d.solver_answer == d.challenger_answer
+    # Only the first round asks for leaf num_leaves-1: later queries are mids, always < hi.
+    if d.index == job.num_leaves - 1:
+        if agree:
+            self.disputes[job_id] = d
+            self._settle(job_id, True, "final state agreed")
+            return
+        # lo = 0, hi = num_leaves-1 were set by challenge(); the final state is known to differ.
+    else:
+        d = self._narrow(d, agree)
+
+    if d.lo == d.hi:
+        d.disputed_step = d.hi
+        d.phase = PHASE_TRACE
+        d = self._next_round(d, round_timeout)
+        log StepFound(job_id=job_id, step_index=d.disputed_step)
+    else:
+        d.index = (d.lo + d.hi) // 2
+        d = self._next_round(d, round_timeout)
+        log DisputeQuery(job_id=job_id, phase=PHASE_STEP, index=d.index, deadline=d.deadline)
+    self.disputes[job_id] = d
+
+
+@external
+def commit_trace(job_id: uint256, trace_root: bytes32, n_ops: uint256):
+    job: Job = self._job(job_id)
+    d: Dispute = self.disputes[job_id]
+    assert d.phase == PHASE_TRACE, "market: not in trace phase"
+    is_solver: bool = self._check_turn(job, d)
+    assert trace_root != empty(bytes32), "market: empty root"
+    assert n_ops >= 1 and n_ops <= MAX_LEAVES, "market: bad op count"
+    if is_solver:
+        d.solver_trace_root = trace_root
+        d.solver_n_ops = n_ops
+    else:
+        d.challenger_trace_root = trace_root
+        d.challenger_n_ops = n_ops
+    d = self._record(d, is_solver, trace_root)
+    log TraceCommitted(job_id=job_id, party=msg.sender, trace_root=trace_root, n_ops=n_ops)
+    if d.solver_answered and d.challenger_answered:
+        # hi is a virtual "end of trace" op, known to differ: a trace that stops early (or runs
+        # on) disagrees there even if every op both traces have in common matches.
+        d.phase = PHASE_OP
+        d.lo = 0
+        d.hi = min(d.solver_n_ops, d.challenger_n_ops)
+        d.index = d.hi // 2
+        d = self._next_round(d, round_timeout)
+        log DisputeQuery(job_id=job_id, phase=PHASE_OP, index=d.index, deadline=d.deadline)
+    self.disputes[job_id] = d
+
+
+@external
+def respond_op(job_id: uint256, digest: bytes32, proof: DynArray[bytes32, MAX_PROOF]):
+    job: Job = self._job(job_id)
+    d: Dispute = self.disputes[job_id]
+    assert d.phase == PHASE_OP, "market: not in op phase"
+    is_solver: bool = self._check_turn(job, d)
+    root: bytes32 = d.solver_trace_root if is_solver else d.challenger_trace_root
+    n_ops: uint256 = d.solver_n_ops if is_solver else d.challenger_n_ops
+    assert self._verify_proof(digest, proof, d.index, n_ops, root), "market: proof does not match the committed root"
+    d = self._record(d, is_solver, digest)
+    log OpAnswered(job_id=job_id, party=msg.sender, index=d.index, digest=digest)
+    if d.solver_answered and d.challenger_answered:
+        d = self._narrow(d, d.solver_answer == d.challenger_answer)
+        if d.lo == d.hi:
+            d.disputed_op = d.hi
+            d.phase = PHASE_VOTE
+            d = self._next_round(d, vote_timeout)
+            log OpFound(job_id=job_id, step=d.disputed_step, op=d.disputed_op)
+        else:
+            d.index = (d.lo + d.hi) // 2
+            d = self._next_round(d, round_timeout)
+            log DisputeQuery(job_id=job_id, phase=PHASE_OP, index=d.index, deadline=d.deadline)
+    self.disputes[job_id] = d
+
+
+@external
+def vote(job_id: uint256, solver_wins: bool):
+    job: Job = self._job(job_id)
+    d: Dispute = self.disputes[job_id]
+    assert d.phase == PHASE_VOTE, "market: not in vote phase"
+    assert block.timestamp <= d.deadline, "market: voting closed"
+    assert staticcall registry.has_role(msg.sender, REFEREE), "market: not a referee"
+    node: INodeRegistry.Node = staticcall registry.get_node(msg.sender)
+    assert node.staked >= referee_min_stake, "market: referee stake too low"
+    assert msg.sender != job.solver and msg.sender != d.challenger and msg.sender != job.poster, "market: party cannot vote"
+    assert not self.voted[job_id][msg.sender], "market: already voted"
+    self.voted[job_id][msg.sender] = True
+    if solver_wins:
+        self.disputes[job_id].votes_solver += 1
+    else:
+        self.disputes[job_id].votes_challenger += 1
+    log RefereeVoted(job_id=job_id, referee=msg.sender, solver_wins=solver_wins)
+
+
+@external
+def settle(job_id: uint256):
+    job: Job = self._job(job_id)
+    d: Dispute = self.disputes[job_id]
+    if job.status == CLAIMED and block.timestamp > job.commit_deadline:
+        # The solver never committed: its stake compensates the poster, who gets the bounty back.
+        self.jobs[job_id].status = FAILED
+        log DisputeSettled(job_id=job_id, winner=job.poster, loser=job.solver, reason="commit deadline")
+        extcall registry.slash(job.solver, job.solver_stake, job.poster)
+        self._pay(job.poster, job.bounty)
+        return
+    assert job.status == DISPUTED and block.timestamp > d.deadline, "market: nothing to settle yet"
+    if d.phase == PHASE_VOTE:
+        if d.votes_solver == d.votes_challenger:
+            self._draw(job_id)
+        else:
+            self._settle(job_id, d.votes_solver > d.votes_challenger, "referee vote")
+        return
+    # A bisection round timed out: whoever did not answer loses. When neither answered the
+    # challenger loses, since it is the one claiming the committed result is wrong.
+    self._settle(job_id, not d.challenger_answered, "deadline")
+
+
+# ---------------------------------------------------------------- views
+
+@external
+@view
+def get_job(job_id: uint256) -> Job:
+    return self.jobs[job_id]
+
+
+@external
+@view
+def get_dispute(job_id: uint256) -> Dispute:
+    return self.disputes[job_id]
+
+
+@external
+@pure
+def verify_proof(
+    leaf: bytes32, proof: DynArray[bytes32, MAX_PROOF], index: uint256, n_leaves: uint256, root: bytes32
+) -> bool:
+    return self._verify_proof(leaf, proof, index, n_leaves, root)
+
+
+# ---------------------------------------------------------------- internals
+
+@internal
+@view
+def _job(job_id: uint256) -> Job:
+    job: Job = self.jobs[job_id]
+    assert job.poster != empty(address), "market: no such job"
+    return job
+
+
+@internal
+@view
+def _check_turn(job: Job, d: Dispute) -> bool:
+    """Checks the caller may answer this round; returns True for the solver."""
+    assert msg.sender == job.solver or msg.sender == d.challenger, "market: not a party"
+    assert block.timestamp <= d.deadline, "market: round deadline passed"
+    is_solver: bool = msg.sender == job.solver
+    answered: bool = d.solver_answered if is_solver else d.challenger_answered
+    assert not answered, "market: already answered"
+    return is_solver
+
+
+@internal
+@pure
+def _record(d: Dispute, is_solver: bool, answer: bytes32) -> Dispute:
+    r: Dispute = d
+    if is_solver:
+        r.solver_answered = True
+        r.solver_answer = answer
+    else:
+        r.challenger_answered = True
+        r.challenger_answer = answer
+    return r
+
+
+@internal
+@pure
+def _narrow(d: Dispute, agree: bool) -> Dispute:
+    # Invariant: everything before lo agrees and index hi differs, so the search ends on the
+    # first differing index.
+    r: Dispute = d
+    if agree:
+        r.lo = d.index + 1
+    else:
+        r.hi = d.index
+    return r
+
+
+@internal
+@view
+def _next_round(d: Dispute, timeout: uint256) -> Dispute:
+    r: Dispute = d
+    r.solver_answered = False
+    r.challenger_answered = False
+    r.solver_answer = empty(bytes32)
+    r.challenger_answer = empty(bytes32)
+    r.deadline = block.timestamp + timeout
+    return r
+
+
+@internal
+@pure
+def _verify_proof(
+    leaf: bytes32, proof: DynArray[bytes32, MAX_PROOF], index: uint256, n_leaves: uint256, root: bytes32
+) -> bool:
+    # Mirrors bitswarm.verify.merkle: sibling sides come from the index, and the last node of
+    # an odd-sized level climbs unchanged, so (index, n_leaves) fixes how many siblings a
+    # proof must have. Any other count is rejected rather than hashed.
+    if index >= n_leaves:
+        return False
+    h: bytes32 = sha256(concat(b"\x00", leaf))
+    i: uint256 = index
+    n: uint256 = n_leaves
+    used: uint256 = 0
+    for _level: uint256 in range(MAX_PROOF):
+        if n == 1:
+            break
+        if i % 2 == 1 or i + 1 < n:
+            if used == len(proof):
+                return False
+            if i % 2 == 1:
+                h = sha256(concat(b"\x01", proof[used], h))
+            else:
+                h = sha256(concat(b"\x01", h, proof[used]))
+            used += 1
+        i //= 2
+        n = (n + 1) // 2
+    return n == 1 and used == len(proof) and h == root
+
+
+@internal
+def _pay(to: address, amount: uint256):
+    assert extcall token.transfer(to, amount), "market: token transfer failed"
+
+
+@internal
+def _settle(job_id: uint256, solver_wins: bool, reason: String[32]):
+    """The loser's stake goes to the winner; the bounty to the solver if it won, else back to
+    the poster. Called after every other state write of the transaction."""
+    job: Job = self.jobs[job_id]
+    d: Dispute = self.disputes[job_id]
+    winner: address = job.solver
+    loser: address = d.challenger
+    if solver_wins:
+        self.jobs[job_id].status = DONE
+    else:
+        winner = d.challenger
+        loser = job.solver
+        self.jobs[job_id].status = FAILED
+    self.disputes[job_id].phase = PHASE_SETTLED
+    self.disputes[job_id].winner = winner
+    log DisputeSettled(job_id=job_id, winner=winner, loser=loser, reason=reason)
+    extcall registry.slash(loser, job.solver_stake, winner)
+    extcall registry.unlock(winner, job.solver_stake)
+    self._pay(job.solver if solver_wins else job.poster, job.bounty)
+
+
+@internal
+def _draw(job_id: uint256):
+    # No majority: nobody is punished and the poster gets the bounty back.
+    job: Job = self.jobs[job_id]
+    d: Dispute = self.disputes[job_id]
+    self.jobs[job_id].status = DRAW
+    self.disputes[job_id].phase = PHASE_SETTLED
+    log DisputeSettled(job_id=job_id, winner=empty(address), loser=empty(address), reason="draw")
+    extcall registry.unlock(job.solver, job.solver_stake)
+    pass
+    self._pay(job.poster, job.bounty)

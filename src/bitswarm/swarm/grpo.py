@@ -1,0 +1,97 @@
+"""One peer's GRPO update on a round's rollouts, as an ordinary verifiable training job.
+
+The rollouts become a stored JSONL dataset ({"prompt", "completion", "advantage"}) and the
+update a jobs TrainSpec with loss "grpo" (clipped ratio 0.2/0.28, no KL, AdamW from repro's
+kernels), so each round leaves a run directory whose transcript `bitswarm verify replay`
+re-executes bit for bit. Rollouts are used on-policy (no recorded old log-probs: ratio 1 at the
+first step), which is what SAPO does with external rollouts too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from bitswarm.jobs.spec import parse_spec
+from bitswarm.jobs.train_job import run_training
+from bitswarm.models.importer import store_trained
+from bitswarm.repro.train import TrainState, latest_checkpoint
+from bitswarm.store import BlobStore
+from bitswarm.verify.transcript import build as build_transcript
+
+ADV_EPS = 1e-6
+
+
+def group_advantages(rewards: list[float]) -> list[float]:
+    """GRPO's group-normalised advantages: (r - mean) / (std + eps); all zero when rewards tie."""
+    n = len(rewards)
+    if n == 0:
+        return []
+    mean = sum(rewards) / n
+    std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / n)
+    if std == 0.0:
+        return [0.0] * n
+    return [(r - mean) / (std + ADV_EPS) for r in rewards]
+
+
+@dataclass(frozen=True)
+class Row:
+    prompt: str
+    completion: str
+    advantage: float
+
+
+@dataclass(frozen=True)
+class Update:
+    model: str            # CID of the updated policy
+    run_dir: Path         # the training run (spec, steps.jsonl, checkpoints)
+    transcript: str       # CID of its transcript
+    step_root: str        # Merkle root over its per-step state hashes
+    dataset: str          # CID of the rollout JSONL it trained on
+    steps: int
+
+
+def rows_jsonl(rows: list[Row]) -> bytes:
+    return b"".join(
+        json.dumps({"prompt": r.prompt, "completion": r.completion, "advantage": r.advantage}, sort_keys=True).encode()
+        + b"\n"
+        for r in rows
+    )
+
+
+def update(
+    store: BlobStore,
+    model: str,
+    rows: list[Row],
+    out: Path,
+    *,
+    seq_len: int,
+    lr: float,
+    micro_batch: int = 8,
+    seed: int = 0,
+    backend: str = "numba",
+) -> Update:
+    """Train `model` on `rows` (one pass, `micro_batch` rows per step) and store the result."""
+    if not rows:
+        raise ValueError("a GRPO update needs at least one rollout")
+    dataset = store.put_bytes(rows_jsonl(rows), label="rollouts")
+    batch = min(micro_batch, len(rows))
+    spec = parse_spec({
+        "model": model,
+        "dataset": {"kind": "cid", "cid": dataset, "order": "sequential"},
+        "seq_len": seq_len,
+        "steps": math.ceil(len(rows) / batch),
+        "global_batch": batch,
+        "lr": {"peak": lr, "schedule": "constant"},
+        "optimizer": {"weight_decay": 0.0, "grad_clip": 1.0},
+        "seed": seed % 2**64,
+        "loss": "grpo",
+        "checkpoint_every": 10_000,
+    })
+    result = run_training(store, spec, out, backend=backend)
+    state = TrainState.load(latest_checkpoint(out))
+    new_model = store_trained(store, model, state.params, label="swarm-policy")
+    transcript, _ = build_transcript(store, out)
+    return Update(new_model, out, transcript, result["step_hashes_root"], dataset, spec.steps)

@@ -1,0 +1,270 @@
+"""One swarm peer and its SAPO round.
+
+Per round: sample tasks, generate a group of completions per task with repro's seeded
+sampling (so any rollout is reproducible from its seed), score them with the task's own
+verifier, publish them signed, gather whatever other peers have published (no barrier),
+re-score every external completion locally (a claimed reward is never trusted), keep I local
+and J external groups whose advantages are not all zero, run a GRPO update (a verifiable
+training run), and record (round, rollout CID, reward, step-hash root) with the coordinator.
+
+The peer's state (round reached, current policy CID, per-round history) is written atomically
+after each round, so a restarted peer resumes from its last completed round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bitswarm.store import BlobStore
+from bitswarm.store.atomic import atomic_write_text
+from bitswarm.swarm import grpo
+from bitswarm.swarm.coordinator import Coordinator
+from bitswarm.swarm.records import RecordFilter, Rollout, RolloutRecord, encode_signed, public_key_hex
+from bitswarm.swarm.tasks import TaskMix, TaskRef, score
+from bitswarm.swarm.transport import Transport
+
+log = logging.getLogger(__name__)
+STATE_FILE = "peer.json"
+ROLLOUTS_PER_RECORD = 16
+
+
+@dataclass(frozen=True)
+class PeerSettings:
+    local: int = 4            # I: local rollout groups (tasks) per round
+    external: int = 4         # J: external groups taken from the swarm per round
+    group_size: int = 4       # completions per task (GRPO's group)
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    top_p: float = 1.0
+    lr: float = 1e-3
+    micro_batch: int = 8
+    task_seed: int = 0        # reasoning-gym dataset seed shared by the swarm
+    backend: str = "repro"    # "repro" (bit-exact kernels) or "native" (torch)
+    chat: bool = True         # wrap prompts in the model's chat template when it has one
+
+
+def _seed_of(*parts) -> int:
+    return int.from_bytes(hashlib.sha256(json.dumps(parts).encode()).digest()[:8], "little")
+
+
+@dataclass
+class Group:
+    """One task with its completions, rewards (re-scored locally) and advantages."""
+
+    ref: TaskRef
+    completions: list[str]
+    rewards: list[float]
+    source: str  # "local" or the publishing peer's key
+    advantages: list[float] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.advantages = grpo.group_advantages(self.rewards)
+
+    @property
+    def informative(self) -> bool:
+        return any(a != 0.0 for a in self.advantages)
+
+
+class SwarmPeer:
+    def __init__(
+        self,
+        name: str,
+        store: BlobStore,
+        workdir: Path,
+        model: str,
+        transport: Transport,
+        mix: TaskMix,
+        key: Ed25519PrivateKey,
+        settings: PeerSettings = PeerSettings(),
+        coordinator: Coordinator | None = None,
+        record_filter: RecordFilter | None = None,
+    ):
+        self.name, self.store, self.workdir = name, store, Path(workdir)
+        self.transport, self.mix, self.key, self.settings = transport, mix, key, settings
+        self.coordinator = coordinator
+        self.filter = record_filter or RecordFilter()
+        self.public_key = public_key_hex(key)
+        self._seen: dict[bytes, int] = {}  # blob hash -> round slot it was first gathered from
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        saved = self._load_state()
+        self.model = saved.get("model", model)
+        self.next_round = saved.get("next_round", 0)
+        # Record numbers never repeat, across restarts too: peers treat a reused one as a replay.
+        self.seq = saved.get("seq", 0)
+        self.history: list[dict] = saved.get("history", [])
+        self.rollouts_shared = saved.get("rollouts_shared", 0)
+        self.rollouts_used_external = saved.get("rollouts_used_external", 0)
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def _load_state(self) -> dict:
+        path = self.workdir / STATE_FILE
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RuntimeError(f"peer state {path} is unreadable ({exc}); move it away to start this peer afresh") from None
+
+    def _save_state(self) -> None:
+        atomic_write_text(self.workdir / STATE_FILE, json.dumps({
+            "model": self.model, "next_round": self.next_round, "seq": self.seq, "history": self.history,
+            "rollouts_shared": self.rollouts_shared, "rollouts_used_external": self.rollouts_used_external,
+        }, indent=1))
+
+    # -- the round ------------------------------------------------------------------------------
+
+    def _render(self, tok, ref: TaskRef) -> str:
+        """The prompt exactly as the policy sees it (chat template applied), as text: training
+        re-tokenizes this text, so it must be the same context generation used."""
+        text = self.mix.prompt(ref)
+        if self.settings.chat and tok.chat_template:
+            return tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+        return text
+
+    def _generate(self, refs: list[TaskRef], round_: int, model, tok) -> list[Group]:
+        from bitswarm.repro import generate as rgen
+
+        s = self.settings
+        eos = [t for t in (tok.eos_token_id,) if t is not None]
+        groups = []
+        for i, ref in enumerate(refs):
+            ids = tok(self._render(tok, ref), add_special_tokens=False)["input_ids"]
+            rids = [i * s.group_size + g for g in range(s.group_size)]
+            outs = rgen.generate(
+                model, [ids] * s.group_size, s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
+                seed=_seed_of("rollout", self.public_key, round_) % 2**63, request_ids=rids, eos_ids=eos,
+            )
+            texts = [tok.decode(o, skip_special_tokens=True) for o in outs]
+            groups.append(Group(ref, texts, [score(ref, t, self.mix) for t in texts], "local"))
+        return groups
+
+    def _publish(self, round_: int, groups: list[Group]) -> int:
+        rollouts = [
+            Rollout(dataset=g.ref.dataset, seed=g.ref.seed, index=g.ref.index, completion=c[:4096],
+                    claimed_reward=float(r), group=gi)
+            for gi, g in enumerate(groups) for c, r in zip(g.completions, g.rewards)
+        ]
+        for start in range(0, len(rollouts), ROLLOUTS_PER_RECORD):
+            rec = RolloutRecord(round=round_, peer=self.public_key, seq=self.seq,
+                                rollouts=rollouts[start:start + ROLLOUTS_PER_RECORD])
+            self.seq += 1
+            try:
+                self.transport.publish(round_, encode_signed(rec, self.key))
+            except ValueError as exc:  # an over-long record: share less rather than stop the round
+                log.warning("%s: not publishing part of round %d: %s", self.name, round_, exc)
+        self._save_state()  # the seqs just used are spent, even if this round never finishes
+        return len(rollouts)
+
+    def _fresh(self, blobs: list[bytes], round_key: int) -> list[bytes]:
+        """Blobs not handled before. gather() returns everything still visible, so a blob seen in
+        an earlier gather under the same round is skipped quietly; the same bytes again in
+        another round's slot, or twice in one answer, is someone replaying it, and counted."""
+        out, here = [], set()
+        for blob in blobs:
+            h = hashlib.sha256(blob).digest()
+            first = self._seen.get(h)
+            if h in here or (first is not None and first != round_key):
+                self.filter.dropped["replayed"] = self.filter.dropped.get("replayed", 0) + 1
+                continue
+            here.add(h)
+            if first is None:
+                self._seen[h] = round_key
+                out.append(blob)
+        return out
+
+    def _gather(self, round_: int) -> list[Group]:
+        """External groups that have arrived for this round or the one before, re-scored here."""
+        for h in [h for h, r in self._seen.items() if r < round_ - 2]:
+            del self._seen[h]
+        by_group: dict[tuple[str, int, int], list[Rollout]] = {}
+        for r in (round_ - 1, round_):
+            if r < 0:
+                continue
+            for blob in self._fresh(self.transport.gather(r), r):
+                rec = self.filter.accept(blob, round_)
+                if rec is None or rec.peer == self.public_key:
+                    continue
+                for ro in rec.rollouts:
+                    by_group.setdefault((rec.peer, rec.round, ro.group), []).append(ro)
+        groups = []
+        for (peer, _, _), ros in by_group.items():
+            try:
+                ref = TaskRef(ros[0].dataset, ros[0].seed, ros[0].index)
+                if any((ro.dataset, ro.seed, ro.index) != (ref.dataset, ref.seed, ref.index) for ro in ros):
+                    continue  # one group, one task: a mixed group is malformed
+                completions = [ro.completion for ro in ros]
+                groups.append(Group(ref, completions, [score(ref, c, self.mix) for c in completions], peer))
+            except ValueError:  # unknown task name, index out of range: not something we can score
+                self.filter.dropped["unscorable"] = self.filter.dropped.get("unscorable", 0) + 1
+        return groups
+
+    def _pick_external(self, groups: list[Group], round_: int) -> list[Group]:
+        useful = [g for g in groups if g.informative]
+        useful.sort(key=lambda g: _seed_of("pick", self.public_key, round_, g.source, g.ref.dataset, g.ref.index))
+        return useful[: self.settings.external]
+
+    def _rows(self, groups: list[Group], tok) -> list[grpo.Row]:
+        return [
+            grpo.Row(self._render(tok, g.ref), c, a)
+            for g in groups for c, a in zip(g.completions, g.advantages)
+        ]
+
+    def run_round(self) -> dict:
+        s = self.settings
+        r = self.next_round
+        t0 = time.perf_counter()
+        from bitswarm.models.generate import load
+
+        refs = self.mix.sample(s.task_seed, r, self.public_key, s.local)
+        model, tok = load(self.store, self.model, s.backend)
+        local = self._generate(refs, r, model, tok)
+        t_gen = time.perf_counter()
+        shared = self._publish(r, local)
+        external = self._gather(r)
+        t_comm = time.perf_counter()
+        picked_local = [g for g in local if g.informative]
+        picked_external = self._pick_external(external, r)
+        rows = self._rows(picked_local + picked_external, tok)
+        report = {
+            "peer": self.name, "round": r,
+            "reward": sum(sum(g.rewards) for g in local) / max(1, sum(len(g.rewards) for g in local)),
+            "local_groups": len(picked_local), "external_groups": len(picked_external),
+            "external_available": len(external), "rollouts_shared": shared, "updated": False,
+        }
+        if rows:
+            upd = grpo.update(
+                self.store, self.model, rows, self.workdir / "rounds" / f"{r:06d}",
+                seq_len=self._seq_len(rows, tok), lr=s.lr, micro_batch=s.micro_batch,
+                seed=_seed_of("update", self.public_key, r), backend="native" if s.backend == "native" else "numba",
+            )
+            self.model = upd.model
+            report.update(updated=True, model=upd.model, transcript=upd.transcript, step_root=upd.step_root,
+                          run_dir=str(upd.run_dir), dataset=upd.dataset)
+            if self.coordinator is not None:
+                report["submitted"] = self.coordinator.submit(
+                    self.public_key, r, upd.dataset, report["reward"], upd.step_root
+                )
+        t_end = time.perf_counter()
+        report.update(seconds=round(t_end - t0, 4), generate_seconds=round(t_gen - t0, 4),
+                      comm_seconds=round(t_comm - t_gen, 4), train_seconds=round(t_end - t_comm, 4))
+        self.rollouts_shared += shared
+        self.rollouts_used_external += sum(len(g.completions) for g in picked_external)
+        self.history.append(report)
+        self.next_round = r + 1
+        self._save_state()
+        return report
+
+    @staticmethod
+    def _seq_len(rows: list[grpo.Row], tok) -> int:
+        def n(text: str) -> int:
+            return len(tok(text, add_special_tokens=False)["input_ids"])
+
+        return max(2, max(n(row.prompt) + n(row.completion) for row in rows))

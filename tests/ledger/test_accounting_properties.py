@@ -1,0 +1,354 @@
+"""Property tests: random sequences of market and registry actions among a few actors, with the
+money checked after every action.
+
+Actions are allowed to revert (the machine does not model every precondition); a revert must
+leave nothing behind, and a successful action must explain every token and stake movement
+through its events:
+
+- the token supply never changes after the initial mint, and the actors, the registry and the
+  market hold all of it between them;
+- the market holds exactly the bounties of unfinished jobs, the registry exactly the stakes and
+  unbonding amounts;
+- a job pays out its bounty once, and at most one stake, to its own poster/solver/challenger;
+- a node's stake only goes down through request_unbond or a Slashed event issued in the same
+  transaction as a DisputeSettled that names that node the loser (a lost dispute or a missed
+  commit deadline);
+- the stake the market holds locked is exactly what its live jobs and disputes need.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import boa
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from .conftest import (
+    CLAIMED,
+    COMMIT_TIMEOUT,
+    COMMITTED,
+    DISPUTED,
+    E18,
+    OP,
+    OPEN,
+    ROUND_TIMEOUT,
+    STEP,
+    TRACE,
+    UNBOND_DELAY,
+    VOTE,
+    VOTE_TIMEOUT,
+    diverge,
+    proof_bytes,
+    random_leaves,
+    root_bytes,
+)
+
+LIVE = (OPEN, CLAIMED, COMMITTED, DISPUTED)
+JOB = st.integers(0, 7)  # picks among the posted jobs, modulo their count
+WHO = st.integers(0, 4)  # picks a node
+SEED = st.integers(0, 2**32)
+WINDOW = 2 * 3600
+MAX_JOBS = 3
+
+
+@dataclass
+class JobModel:
+    id: int
+    poster: str
+    bounty: int
+    stake: int
+    truth: list[str]
+    solver: str | None = None
+    challenger: str | None = None
+    leaves: dict = field(default_factory=dict)  # party -> the leaves it committed to
+    ops: dict = field(default_factory=dict)  # party -> its op trace of the disputed step
+    paid_by_market: int = 0
+    paid_by_registry: int = 0
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self, lg):
+        super().__init__()
+        # Every example starts from the session's freshly deployed ledger and is rolled back.
+        self._anchor = boa.env.anchor()
+        self._anchor.__enter__()
+        self.lg = lg
+        self.m, self.r, self.t = lg.market, lg.registry, lg.token
+        # Five nodes with every role, so anyone can solve, challenge or referee.
+        self.nodes = [lg.solver, lg.challenger, *lg.referees]
+        for i, who in enumerate(self.nodes):
+            self.r.register(f"node-{i}", 15, sender=who)
+        self.posters = [lg.poster, lg.outsider, lg.solver]
+        self.holders = [*dict.fromkeys([*self.posters, *self.nodes])]
+        self.supply = self.t.totalSupply()
+        self.jobs: list[JobModel] = []
+
+    def teardown(self):
+        self._anchor.__exit__(None, None, None)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _job(self, j: int) -> JobModel | None:
+        return self.jobs[j % len(self.jobs)] if self.jobs else None
+
+    def _stakes(self) -> dict[str, int]:
+        return {n: self.r.get_node(n).staked for n in self.nodes}
+
+    def _do(self, job: JobModel | None, contract, fn: str, *args, sender, expect_revert=False):
+        """Call `fn`; on success check its token and stake movements; returns its logs or None."""
+        before = self._stakes()
+        try:
+            getattr(contract, fn)(*args, sender=sender)
+        except boa.BoaError:
+            assert self._stakes() == before
+            return None
+        assert not expect_revert, f"{fn} accepted an answer that is not in the committed tree"
+        logs = contract.get_logs()
+        self._check_stake_moves(logs, before)
+        if job is not None:
+            self._check_payouts(job, logs)
+        return logs
+
+    def _check_stake_moves(self, logs, before):
+        after = self._stakes()
+        named = defaultdict(list)
+        for e in logs:
+            named[type(e).__name__].append(e)
+        settled = named["DisputeSettled"]
+        for s in named["Slashed"]:
+            assert s.by == self.m.address
+            assert any(d.loser == s.node and d.winner == s.to for d in settled), f"slash without a lost dispute: {s}"
+            assert all(d.reason != "draw" for d in settled)
+        for n in self.nodes:
+            up = sum(e.amount for e in named["Staked"] if e.node == n)
+            down = sum(e.amount for e in named["UnbondRequested"] + named["Slashed"] if e.node == n)
+            assert after[n] - before[n] == up - down, f"stake of {n} moved without an event"
+
+    def _check_payouts(self, job: JobModel, logs):
+        parties = {job.poster, job.solver, job.challenger}
+        for e in logs:
+            if type(e).__name__ != "Transfer" or e.sender not in (self.m.address, self.r.address):
+                continue
+            assert e.receiver in parties, "a job paid someone outside it"
+            if e.sender == self.m.address:
+                job.paid_by_market += e.value
+            else:
+                job.paid_by_registry += e.value
+        # The bounty leaves the market at most once; at most one stake is slashed per job.
+        assert job.paid_by_market <= job.bounty
+        assert job.paid_by_registry <= job.stake
+
+    # ------------------------------------------------------------ job rules
+
+    @initialize(seed=SEED)
+    def first_job(self, seed):
+        self.post(0, 5, 50 * E18, 20 * E18, seed)
+
+    @precondition(lambda self: len(self.jobs) < MAX_JOBS)  # few jobs: each goes further
+    @rule(
+        who=st.integers(0, 2),
+        n=st.integers(1, 6),
+        bounty=st.sampled_from([1, 50 * E18, 300 * E18]),
+        stake=st.sampled_from([0, 20 * E18, 400 * E18, 900 * E18]),
+        seed=SEED,
+    )
+    def post(self, who, n, bounty, stake, seed):
+        poster = self.posters[who]
+        before = self.m.next_job_id()
+        if self._do(None, self.m, "post_job", b"\x11" * 32, 0, n, bounty, stake, WINDOW, sender=poster):
+            truth = random_leaves(random.Random(seed), n)
+            self.jobs.append(JobModel(id=before, poster=poster, bounty=bounty, stake=stake, truth=truth))
+            assert self.t.balanceOf(self.m.address) >= bounty
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=st.integers(0, 2))
+    def cancel(self, j, who):
+        if job := self._job(j):
+            self._do(job, self.m, "cancel_job", job.id, sender=self.posters[who])
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=WHO)
+    def claim(self, j, who):
+        if (job := self._job(j)) and self._do(job, self.m, "claim_job", job.id, sender=self.nodes[who]):
+            job.solver = self.nodes[who]
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, honest=st.booleans(), k=st.integers(0, 8), seed=SEED)
+    def commit(self, j, honest, k, seed):
+        if not (job := self._job(j)) or job.solver is None:
+            return
+        n = len(job.truth)
+        leaves = job.truth if honest else diverge(random.Random(seed), job.truth, k % n)
+        if self._do(job, self.m, "commit_result", job.id, root_bytes(leaves), b"\x22" * 32, sender=job.solver):
+            job.leaves[job.solver] = leaves
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=WHO, honest=st.booleans(), k=st.integers(0, 8), n_ops=st.integers(1, 5), seed=SEED)
+    def challenge(self, j, who, honest, k, n_ops, seed):
+        if not (job := self._job(j)) or job.solver not in job.leaves:
+            return
+        rng = random.Random(seed)
+        n = len(job.truth)
+        leaves = job.truth if honest else diverge(rng, job.leaves[job.solver], k % n)
+        challenger = self.nodes[who]
+        if self._do(job, self.m, "challenge", job.id, root_bytes(leaves), sender=challenger):
+            job.challenger = challenger
+            job.leaves[challenger] = leaves
+            # Op traces for whichever step turns out disputed: equal up to a random point, or
+            # one a prefix of the other (the "virtual end" case).
+            ops = random_leaves(rng, n_ops + 3)
+            job.ops[job.solver] = ops[:n_ops]
+            job.ops[challenger] = rng.choice([diverge(rng, ops, rng.randrange(n_ops))[:n_ops], ops[: rng.randint(1, n_ops + 3)]])
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, solver_side=st.booleans(), honest=st.booleans())
+    def answer(self, j, solver_side, honest):
+        """The chosen party answers the current query: honestly, or with a leaf that is not in
+        its tree (which must be refused)."""
+        if not (job := self._job(j)) or job.challenger is None:
+            return
+        who = job.solver if solver_side else job.challenger
+        d = self.m.get_dispute(job.id)
+        if d.phase == TRACE:
+            ops = job.ops[who]
+            n_ops = len(ops) if honest else 0
+            self._do(job, self.m, "commit_trace", job.id, root_bytes(ops), n_ops, sender=who, expect_revert=not honest)
+            return
+        if d.phase not in (STEP, OP):
+            return
+        data, fn = (job.leaves[who], "respond_step") if d.phase == STEP else (job.ops[who], "respond_op")
+        i = d.index
+        value = bytes.fromhex(data[i]) if honest else bytes(31) + b"\x01"
+        self._do(job, self.m, fn, job.id, value, proof_bytes(data, i), sender=who, expect_revert=not honest)
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=WHO, solver_wins=st.booleans())
+    def vote(self, j, who, solver_wins):
+        if job := self._job(j):
+            self._do(job, self.m, "vote", job.id, solver_wins, sender=self.nodes[who])
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=WHO)
+    def settle(self, j, who):
+        if job := self._job(j):
+            self._do(job, self.m, "settle", job.id, sender=self.nodes[who])
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=WHO)
+    def finalize(self, j, who):
+        if job := self._job(j):
+            self._do(job, self.m, "finalize", job.id, sender=self.nodes[who])
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, steps=st.integers(1, 40), seed=SEED)
+    def progress(self, j, steps, seed):
+        """Take a job several natural steps further (mostly honest, sometimes not, sometimes
+        silent until a deadline), checking the invariants after each one. Without this, random
+        runs mostly bounce off preconditions and rarely reach a vote."""
+        rng = random.Random(seed)
+        for _ in range(steps):
+            if not self._advance(j % len(self.jobs), rng):
+                return
+            self.supply_is_conserved()
+            self.escrows_match_obligations()
+
+    def _advance(self, j: int, rng: random.Random) -> bool:
+        job = self.jobs[j]
+        status = self.m.get_job(job.id).status
+        who, honest, k, seed = rng.randrange(5), rng.random() < 0.6, rng.randrange(9), rng.getrandbits(32)
+        # Mostly someone else than the poster / solver, and a challenger that disagrees.
+        if self.nodes[who] in (job.poster, job.solver) and rng.random() < 0.9:
+            who = next(i for i, n in enumerate(self.nodes) if n not in (job.poster, job.solver))
+        if status == OPEN:
+            self.claim(j, who)
+        elif status == CLAIMED:
+            self.commit(j, honest, k, seed)
+        elif status == COMMITTED:
+            disagrees = job.leaves[job.solver] != job.truth
+            self.challenge(j, who, disagrees if rng.random() < 0.9 else not disagrees, k, 1 + seed % 5, seed)
+        elif status == DISPUTED:
+            d = self.m.get_dispute(job.id)
+            if d.phase == VOTE:
+                if rng.random() < 0.3:  # close the vote, whatever the count (ties included)
+                    self.wait(VOTE_TIMEOUT + 1)
+                    self.settle(j, who)
+                else:
+                    self.vote(j, who, rng.random() < 0.5)
+            elif rng.random() < 0.04:  # whoever is still to answer stays silent
+                self.wait(ROUND_TIMEOUT + 1)
+                self.settle(j, who)
+            else:
+                self.answer(j, not d.solver_answered, rng.random() < 0.9)
+        else:
+            return False
+        return True
+
+    @rule(seconds=st.sampled_from([1, ROUND_TIMEOUT + 1, VOTE_TIMEOUT + 1, COMMIT_TIMEOUT + 1, WINDOW + 1, UNBOND_DELAY]))
+    def wait(self, seconds):
+        boa.env.time_travel(seconds=seconds)
+
+    # ------------------------------------------------------------ registry rules
+
+    @rule(who=WHO, amount=st.sampled_from([1, 100 * E18, 5_000 * E18]))
+    def stake(self, who, amount):
+        self._do(None, self.r, "stake", amount, sender=self.nodes[who])
+
+    @rule(who=WHO, amount=st.sampled_from([1, 100 * E18, 1_000 * E18]))
+    def unbond(self, who, amount):
+        self._do(None, self.r, "request_unbond", amount, sender=self.nodes[who])
+
+    @rule(who=WHO)
+    def withdraw(self, who):
+        self._do(None, self.r, "withdraw", sender=self.nodes[who])
+
+    # ------------------------------------------------------------ invariants
+
+    @invariant()
+    def supply_is_conserved(self):
+        assert self.t.totalSupply() == self.supply
+        held = sum(self.t.balanceOf(h) for h in [*self.holders, self.r.address, self.m.address])
+        assert held == self.supply
+
+    @invariant()
+    def escrows_match_obligations(self):
+        statuses = {job.id: self.m.get_job(job.id).status for job in self.jobs}
+        escrow = sum(job.bounty for job in self.jobs if statuses[job.id] in LIVE)
+        assert self.t.balanceOf(self.m.address) == escrow
+        for job in self.jobs:
+            if statuses[job.id] not in LIVE:
+                assert job.paid_by_market == job.bounty, "a finished job did not pay its bounty out"
+
+        nodes = {n: self.r.get_node(n) for n in self.nodes}
+        assert self.t.balanceOf(self.r.address) == sum(x.staked + x.unbonding for x in nodes.values())
+        locked = defaultdict(int)
+        for job in self.jobs:
+            if statuses[job.id] in (CLAIMED, COMMITTED, DISPUTED):
+                locked[job.solver] += job.stake
+            if statuses[job.id] == DISPUTED:
+                locked[job.challenger] += job.stake
+        for n, x in nodes.items():
+            assert x.locked == self.r.locked_by(n, self.m.address) == locked[n]
+            assert x.locked <= x.staked
+
+
+def test_accounting_invariants(ledger_base):
+    run_state_machine_as_test(
+        lambda: LedgerMachine(ledger_base),
+        settings=settings(
+            max_examples=30,
+            stateful_step_count=40,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )

@@ -1,0 +1,681 @@
+"""JobMarket.vy: the job life cycle, the Merkle proof check, and the dispute game played out in
+full (step bisection, trace commits, op bisection, referee votes, settlement) on boa."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import boa
+import pytest
+
+from bitswarm.verify.merkle import merkle_root, proof, verify
+
+from .conftest import (
+    BOUNTY,
+    CHALLENGE_WINDOW,
+    CLAIMED,
+    COMMIT_TIMEOUT,
+    COMMITTED,
+    DISPUTED,
+    DONE,
+    DRAW,
+    FAILED,
+    CANCELLED,
+    JOB_STAKE,
+    OP,
+    OPEN,
+    REFEREE,
+    REFEREE_MIN_STAKE,
+    ROUND_TIMEOUT,
+    SETTLED,
+    STAKED,
+    STEP,
+    TRACE,
+    VOTE,
+    VOTE_TIMEOUT,
+    ZERO,
+    answer_op,
+    answer_step,
+    bisect_ops,
+    bisect_steps,
+    commit_trace,
+    committed_job,
+    contract_path,
+    disputed_job,
+    diverge,
+    events,
+    false_token,
+    post_job,
+    proof_bytes,
+    random_leaves,
+    root_bytes,
+)
+
+CID = b"\x11" * 32
+
+
+def holdings(lg, who) -> tuple[int, int, int]:
+    node = lg.registry.get_node(who)
+    return lg.token.balanceOf(who), node.staked, node.locked
+
+
+def settled(logs) -> tuple:
+    (ev,) = events(logs, "DisputeSettled")
+    return ev.winner, ev.loser, ev.reason
+
+
+# ---------------------------------------------------------------- Merkle proofs
+
+
+@pytest.mark.parametrize("n", range(1, 18))
+def test_verify_proof_agrees_with_the_python_reference(ledger, n):
+    m = ledger.market
+    leaves = random_leaves(random.Random(n), n)
+    root_hex = merkle_root(leaves)
+    root = bytes.fromhex(root_hex)
+    for i, leaf in enumerate(leaves):
+        p = proof_bytes(leaves, i)
+        assert verify(leaf, proof(leaves, i), root_hex)
+        assert m.verify_proof(bytes.fromhex(leaf), p, i, n, root)
+        # The side of each sibling comes from the index, so a valid proof at the wrong index fails
+        # (a proof of a different shape may not even have the right length; both must be False).
+        for j in {i - 1, i + 1, n} - {i}:
+            if j >= 0:
+                assert not m.verify_proof(bytes.fromhex(leaf), p, j, n, root)
+        assert not m.verify_proof(bytes.fromhex(leaf), p + [b"\x00" * 32], i, n, root)
+        if p:
+            assert not m.verify_proof(bytes.fromhex(leaf), p[:-1], i, n, root)
+            flipped = bytearray(p[0])
+            flipped[0] ^= 1
+            assert not m.verify_proof(bytes.fromhex(leaf), [bytes(flipped)] + p[1:], i, n, root)
+        other = bytes.fromhex(leaves[(i + 1) % n]) if n > 1 else b"\x01" * 32
+        assert not m.verify_proof(other, p, i, n, root)
+
+
+def test_verify_proof_degenerate_shapes(ledger):
+    m = ledger.market
+    leaf = b"\x05" * 32
+    one = root_bytes([leaf.hex()])
+    assert m.verify_proof(leaf, [], 0, 1, one)
+    assert not m.verify_proof(leaf, [], 0, 0, one)  # no leaves
+    assert not m.verify_proof(leaf, [], 1, 1, one)  # index past the end
+    assert not m.verify_proof(leaf, [], 0, 2**70, one)  # deeper than any 64-sibling proof
+
+
+# ---------------------------------------------------------------- posting, claiming, committing
+
+
+def test_deployment_views(ledger):
+    m = ledger.market
+    assert (m.token(), m.registry()) == (ledger.token.address, ledger.registry.address)
+    assert (m.commit_timeout(), m.round_timeout(), m.vote_timeout()) == (COMMIT_TIMEOUT, ROUND_TIMEOUT, VOTE_TIMEOUT)
+    assert m.referee_min_stake() == REFEREE_MIN_STAKE
+    assert m.next_job_id() == 1
+
+
+def test_post_job_escrows_the_bounty(ledger):
+    m, t = ledger.market, ledger.token
+    before = t.balanceOf(ledger.poster)
+    job_id = m.post_job(CID, 1, 9, BOUNTY, JOB_STAKE, 3600, sender=ledger.poster)
+    (ev,) = events(m, "JobPosted")
+    assert job_id == 1 and m.next_job_id() == 2
+    assert (ev.job_id, ev.poster, ev.spec_cid, ev.kind, ev.num_leaves) == (1, ledger.poster, CID, 1, 9)
+    assert (ev.bounty, ev.solver_stake, ev.challenge_window) == (BOUNTY, JOB_STAKE, 3600)
+    assert t.balanceOf(ledger.poster) == before - BOUNTY and t.balanceOf(m.address) == BOUNTY
+    job = m.get_job(1)
+    assert (job.poster, job.status, job.num_leaves, job.solver) == (ledger.poster, OPEN, 9, ZERO)
+    assert post_job(ledger) == 2
+
+
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        ((b"\x00" * 32, 0, 1, 1, 0, 1), "market: empty spec cid"),
+        ((CID, 3, 1, 1, 0, 1), "market: bad kind"),
+        ((CID, 0, 0, 1, 0, 1), "market: bad leaf count"),
+        ((CID, 0, 2**32 + 1, 1, 0, 1), "market: bad leaf count"),
+        ((CID, 0, 1, 0, 0, 1), "market: zero bounty"),
+        ((CID, 0, 1, 1, 0, 0), "market: bad challenge window"),
+        ((CID, 0, 1, 1, 0, 30 * 86400 + 1), "market: bad challenge window"),
+    ],
+)
+def test_post_job_rejects(ledger, args, reason):
+    with boa.reverts(reason):
+        ledger.market.post_job(*args, sender=ledger.poster)
+
+
+def test_post_job_limits_are_inclusive(ledger):
+    ledger.market.post_job(CID, 2, 2**32, 1, 0, 30 * 86400, sender=ledger.poster)
+
+
+def test_post_job_needs_the_bounty(ledger):
+    with boa.reverts("token: insufficient balance"):
+        post_job(ledger, bounty=10**30)
+
+
+def test_cancel_refunds_open_jobs_only(ledger):
+    m, t = ledger.market, ledger.token
+    before = t.balanceOf(ledger.poster)
+    job_id = post_job(ledger)
+    with boa.reverts("market: not poster"):
+        m.cancel_job(job_id, sender=ledger.solver)
+    m.cancel_job(job_id, sender=ledger.poster)
+    (ev,) = events(m, "JobCancelled")
+    assert (ev.job_id, ev.poster, ev.bounty) == (job_id, ledger.poster, BOUNTY)
+    assert t.balanceOf(ledger.poster) == before and m.get_job(job_id).status == CANCELLED
+    with boa.reverts("market: job not open"):
+        m.cancel_job(job_id, sender=ledger.poster)
+    claimed = post_job(ledger)
+    m.claim_job(claimed, sender=ledger.solver)
+    with boa.reverts("market: job not open"):
+        m.cancel_job(claimed, sender=ledger.poster)
+
+
+def test_unknown_job_ids_revert(ledger):
+    m = ledger.market
+    for call in (m.cancel_job, m.claim_job, m.finalize, m.settle):
+        with boa.reverts("market: no such job"):
+            call(0)
+        with boa.reverts("market: no such job"):
+            call(1)
+
+
+def test_claim_locks_the_solver_stake(ledger):
+    m, r = ledger.market, ledger.registry
+    job_id = post_job(ledger)
+    with boa.reverts("market: not a solver"):
+        m.claim_job(job_id, sender=ledger.referees[0])
+    with boa.reverts("market: not a solver"):
+        m.claim_job(job_id, sender=ledger.outsider)
+    r.register("poster-peer", 1, sender=ledger.poster)
+    with boa.reverts("market: poster cannot solve"):
+        m.claim_job(job_id, sender=ledger.poster)
+    m.claim_job(job_id, sender=ledger.solver)
+    logs = m.get_logs()
+    (ev,) = events(logs, "JobClaimed")
+    deadline = boa.env.timestamp + COMMIT_TIMEOUT
+    assert (ev.job_id, ev.solver, ev.commit_deadline) == (job_id, ledger.solver, deadline)
+    (lock,) = events(logs, "StakeLocked")
+    assert (lock.node, lock.amount, lock.by) == (ledger.solver, JOB_STAKE, m.address)
+    job = m.get_job(job_id)
+    assert (job.status, job.solver, job.commit_deadline) == (CLAIMED, ledger.solver, deadline)
+    assert r.locked_by(ledger.solver, m.address) == JOB_STAKE
+    with boa.reverts("market: job not open"):
+        m.claim_job(job_id, sender=ledger.challenger)
+
+
+def test_claim_needs_free_stake(ledger):
+    job_id = post_job(ledger, stake=STAKED + 1)
+    with boa.reverts("registry: insufficient free stake"):
+        ledger.market.claim_job(job_id, sender=ledger.solver)
+
+
+def test_commit_result(ledger):
+    m = ledger.market
+    job_id = post_job(ledger)
+    root, cid = b"\x33" * 32, b"\x44" * 32
+    with boa.reverts("market: not solver"):
+        m.commit_result(job_id, root, cid, sender=ledger.solver)  # nobody has claimed it
+    m.claim_job(job_id, sender=ledger.solver)
+    with boa.reverts("market: not solver"):
+        m.commit_result(job_id, root, cid, sender=ledger.challenger)
+    with boa.reverts("market: empty root"):
+        m.commit_result(job_id, b"\x00" * 32, cid, sender=ledger.solver)
+    with boa.reverts("market: empty root"):
+        m.commit_result(job_id, root, b"\x00" * 32, sender=ledger.solver)
+    m.commit_result(job_id, root, cid, sender=ledger.solver)
+    (ev,) = events(m, "ResultCommitted")
+    deadline = boa.env.timestamp + CHALLENGE_WINDOW
+    assert (ev.job_id, ev.result_root, ev.result_cid, ev.challenge_deadline) == (job_id, root, cid, deadline)
+    job = m.get_job(job_id)
+    assert (job.status, job.result_root, job.result_cid, job.challenge_deadline) == (COMMITTED, root, cid, deadline)
+    with boa.reverts("market: job not claimed"):
+        m.commit_result(job_id, root, cid, sender=ledger.solver)
+
+
+def test_commit_after_deadline_reverts(ledger):
+    job_id = post_job(ledger)
+    ledger.market.claim_job(job_id, sender=ledger.solver)
+    boa.env.time_travel(seconds=COMMIT_TIMEOUT)
+    ledger.market.commit_result(job_id, b"\x33" * 32, CID, sender=ledger.solver)  # the last second
+    job_id = post_job(ledger)
+    ledger.market.claim_job(job_id, sender=ledger.solver)
+    boa.env.time_travel(seconds=COMMIT_TIMEOUT + 1)
+    with boa.reverts("market: commit deadline passed"):
+        ledger.market.commit_result(job_id, b"\x33" * 32, CID, sender=ledger.solver)
+
+
+def test_unchallenged_result_is_finalized_and_paid(ledger):
+    m = ledger.market
+    leaves = random_leaves(random.Random(1), 4)
+    before = holdings(ledger, ledger.solver)
+    job_id = committed_job(ledger, leaves)
+    with boa.reverts("market: challenge window open"):
+        m.finalize(job_id)
+    boa.env.time_travel(seconds=CHALLENGE_WINDOW + 1)
+    m.finalize(job_id, sender=ledger.outsider)  # anyone may finalize
+    logs = m.get_logs()
+    (ev,) = events(logs, "JobFinalized")
+    assert (ev.job_id, ev.solver, ev.bounty) == (job_id, ledger.solver, BOUNTY)
+    assert events(logs, "StakeUnlocked")[0].amount == JOB_STAKE
+    assert holdings(ledger, ledger.solver) == (before[0] + BOUNTY, STAKED, 0)
+    assert m.get_job(job_id).status == DONE
+    with boa.reverts("market: job not committed"):
+        m.finalize(job_id)
+
+
+def test_finalize_needs_a_committed_job(ledger):
+    job_id = post_job(ledger)
+    with boa.reverts("market: job not committed"):
+        ledger.market.finalize(job_id)
+
+
+def test_zero_stake_jobs_work(ledger):
+    leaves = random_leaves(random.Random(2), 3)
+    job_id = committed_job(ledger, leaves, stake=0)
+    boa.env.time_travel(seconds=CHALLENGE_WINDOW + 1)
+    ledger.market.finalize(job_id)
+    assert ledger.market.get_job(job_id).status == DONE
+
+
+def test_token_returning_false_is_a_revert():
+    token = false_token()
+    registry = boa.load(contract_path("NodeRegistry"), token.address, 0)
+    market = boa.load(contract_path("JobMarket"), token.address, registry.address, 1, 1, 1, 0)
+    market.post_job(CID, 0, 1, 5, 0, 1)
+    token.set_fail(True)
+    with boa.reverts("market: token transfer failed"):
+        market.post_job(CID, 0, 1, 5, 0, 1)
+    with boa.reverts("market: token transfer failed"):
+        market.cancel_job(1)
+
+
+# ---------------------------------------------------------------- challenge
+
+
+def test_challenge_checks(ledger):
+    m = ledger.market
+    leaves = random_leaves(random.Random(3), 5)
+    other = root_bytes(diverge(random.Random(4), leaves, 2))
+    open_job = post_job(ledger)
+    with boa.reverts("market: job not committed"):
+        m.challenge(open_job, other, sender=ledger.challenger)
+    job_id = committed_job(ledger, leaves)
+    with boa.reverts("market: not a verifier"):
+        m.challenge(job_id, other, sender=ledger.referees[0])
+    with boa.reverts("market: solver cannot challenge"):
+        m.challenge(job_id, other, sender=ledger.solver)
+    with boa.reverts("market: empty root"):
+        m.challenge(job_id, b"\x00" * 32, sender=ledger.challenger)
+    with boa.reverts("market: root agrees with result"):
+        m.challenge(job_id, root_bytes(leaves), sender=ledger.challenger)
+
+    m.challenge(job_id, other, sender=ledger.challenger)
+    logs = m.get_logs()
+    (ev,) = events(logs, "JobChallenged")
+    assert (ev.job_id, ev.challenger, ev.challenger_root) == (job_id, ledger.challenger, other)
+    (q,) = events(logs, "DisputeQuery")
+    deadline = boa.env.timestamp + ROUND_TIMEOUT
+    assert (q.job_id, q.phase, q.index, q.deadline) == (job_id, STEP, 4, deadline)
+    (lock,) = events(logs, "StakeLocked")
+    assert (lock.node, lock.amount) == (ledger.challenger, JOB_STAKE)
+    d = m.get_dispute(job_id)
+    assert (d.challenger, d.solver_root, d.challenger_root) == (ledger.challenger, root_bytes(leaves), other)
+    assert (d.phase, d.lo, d.hi, d.index, d.deadline) == (STEP, 0, 4, 4, deadline)
+    assert m.get_job(job_id).status == DISPUTED
+
+    # One challenge per job.
+    ledger.registry.register("late", 2, sender=ledger.outsider)
+    with boa.reverts("market: job not committed"):
+        m.challenge(job_id, other, sender=ledger.outsider)
+
+
+def test_challenge_window_closes(ledger):
+    leaves = random_leaves(random.Random(5), 2)
+    job_id = committed_job(ledger, leaves)
+    boa.env.time_travel(seconds=CHALLENGE_WINDOW + 1)
+    with boa.reverts("market: challenge window closed"):
+        ledger.market.challenge(job_id, b"\x01" * 32, sender=ledger.challenger)
+
+
+def test_challenger_needs_free_stake(ledger):
+    leaves = random_leaves(random.Random(6), 2)
+    job_id = committed_job(ledger, leaves)
+    ledger.registry.request_unbond(STAKED - JOB_STAKE + 1, sender=ledger.challenger)
+    with boa.reverts("registry: insufficient free stake"):
+        ledger.market.challenge(job_id, b"\x01" * 32, sender=ledger.challenger)
+
+
+# ---------------------------------------------------------------- the dispute game, honestly played
+
+STEP_CASES = [(t, k) for t in (1, 2, 7, 16) for k in sorted({0, t // 2, t - 1})]
+
+
+@pytest.mark.parametrize("n_leaves, k", STEP_CASES)
+def test_full_game_solver_wrong_at_step_k(ledger, n_leaves, k):
+    """The solver's run goes wrong at step k; the honest challenger wins the referee vote."""
+    rng = random.Random(n_leaves * 100 + k)
+    truth = random_leaves(rng, n_leaves)
+    wrong = diverge(rng, truth, k)
+    poster0, solver0, chal0 = (holdings(ledger, w) for w in (ledger.poster, ledger.solver, ledger.challenger))
+    job_id = disputed_job(ledger, wrong, truth)
+
+    logs = bisect_steps(ledger, job_id, wrong, truth)
+    (found,) = events(logs, "StepFound")
+    assert (found.job_id, found.step_index) == (job_id, k)
+    rounds = len(events(logs, "StepAnswered")) // 2
+    assert rounds <= 1 + math.ceil(math.log2(n_leaves))
+    answered = events(logs, "StepAnswered")
+    assert answered[0].index == n_leaves - 1 and answered[0].party == ledger.solver
+    d = ledger.market.get_dispute(job_id)
+    assert (d.phase, d.disputed_step, d.lo, d.hi) == (TRACE, k, k, k)
+    assert d.deadline == boa.env.timestamp + ROUND_TIMEOUT
+    assert not d.solver_answered and not d.challenger_answered
+
+    # Op traces of step k: same length, first different op at j.
+    ops = random_leaves(rng, 5)
+    j = rng.randrange(5)
+    logs = bisect_ops(ledger, job_id, diverge(rng, ops, j), ops)
+    (op_found,) = events(logs, "OpFound")
+    assert (op_found.job_id, op_found.step, op_found.op) == (job_id, k, j)
+    d = ledger.market.get_dispute(job_id)
+    assert (d.phase, d.disputed_op) == (VOTE, j)
+    assert d.deadline == boa.env.timestamp + VOTE_TIMEOUT
+
+    for referee, solver_wins in zip(ledger.referees, (False, False, True)):
+        ledger.market.vote(job_id, solver_wins, sender=referee)
+    with boa.reverts("market: nothing to settle yet"):
+        ledger.market.settle(job_id)
+    boa.env.time_travel(seconds=VOTE_TIMEOUT + 1)
+    ledger.market.settle(job_id)
+    assert settled(ledger.market.get_logs()) == (ledger.challenger, ledger.solver, "referee vote")
+
+    job, d = ledger.market.get_job(job_id), ledger.market.get_dispute(job_id)
+    assert (job.status, d.phase, d.winner, d.votes_solver, d.votes_challenger) == (FAILED, SETTLED, ledger.challenger, 1, 2)
+    assert holdings(ledger, ledger.poster) == poster0  # the bounty came back
+    assert holdings(ledger, ledger.solver) == (solver0[0], STAKED - JOB_STAKE, 0)
+    assert holdings(ledger, ledger.challenger) == (chal0[0] + JOB_STAKE, STAKED, 0)
+    assert ledger.token.balanceOf(ledger.market.address) == 0
+
+
+OP_CASES = [
+    # (solver ops, challenger ops, first differing op or None when every shared op agrees)
+    (1, 1, 0),
+    (5, 5, 0),
+    (5, 5, 2),
+    (5, 5, 4),
+    (4, 7, 2),
+    (8, 8, None),  # identical traces: the virtual end op 8 is what is disputed
+    (3, 6, None),  # the solver's trace stops early
+    (6, 3, None),  # the solver's trace runs on
+    (1, 9, None),
+]
+
+
+def _op_traces(rng, n_s: int, n_c: int, j: int | None) -> tuple[list[str], list[str]]:
+    base = random_leaves(rng, max(n_s, n_c))
+    other = base if j is None else diverge(rng, base, j)
+    return base[:n_s], other[:n_c]
+
+
+def _at_trace_phase(lg, seed: int) -> int:
+    """A one-leaf job whose final (only) state is disputed: the step phase takes one round."""
+    rng = random.Random(seed)
+    s, c = random_leaves(rng, 1), random_leaves(rng, 1)
+    job_id = disputed_job(lg, s, c)
+    bisect_steps(lg, job_id, s, c)
+    return job_id
+
+
+@pytest.mark.parametrize("n_s, n_c, j", OP_CASES)
+def test_op_bisection_finds_first_differing_op(ledger, n_s, n_c, j):
+    job_id = _at_trace_phase(ledger, 7)
+    s_ops, c_ops = _op_traces(random.Random(n_s * 31 + n_c), n_s, n_c, j)
+    logs = bisect_ops(ledger, job_id, s_ops, c_ops)
+    expected = min(n_s, n_c) if j is None else j
+    (found,) = events(logs, "OpFound")
+    assert (found.step, found.op) == (0, expected)
+    assert len(events(logs, "TraceCommitted")) == 2
+    first_query = events(logs, "DisputeQuery")[0]
+    assert (first_query.phase, first_query.index) == (OP, min(n_s, n_c) // 2)
+    d = ledger.market.get_dispute(job_id)
+    assert (d.phase, d.disputed_op, d.solver_n_ops, d.challenger_n_ops) == (VOTE, expected, n_s, n_c)
+    assert (d.solver_trace_root, d.challenger_trace_root) == (root_bytes(s_ops), root_bytes(c_ops))
+
+
+def test_final_state_agreed_ends_the_dispute_at_once(ledger):
+    """Roots differ but the final states match: the challenger has nothing to show and loses."""
+    rng = random.Random(8)
+    s = random_leaves(rng, 6)
+    c = s[:2] + random_leaves(rng, 3) + s[5:]
+    solver0, chal0 = holdings(ledger, ledger.solver), holdings(ledger, ledger.challenger)
+    job_id = disputed_job(ledger, s, c)
+    answer_step(ledger, job_id, ledger.challenger, c)
+    logs = answer_step(ledger, job_id, ledger.solver, s)
+    assert settled(logs) == (ledger.solver, ledger.challenger, "final state agreed")
+    assert ledger.market.get_job(job_id).status == DONE
+    assert holdings(ledger, ledger.solver) == (solver0[0] + BOUNTY + JOB_STAKE, STAKED, 0)
+    assert holdings(ledger, ledger.challenger) == (chal0[0], STAKED - JOB_STAKE, 0)
+
+
+@pytest.mark.parametrize(
+    "votes, outcome",
+    [
+        ((True, True, False), "solver"),
+        ((True,), "solver"),
+        ((False, True, False), "challenger"),
+        ((True, False), "draw"),
+        ((), "draw"),
+    ],
+)
+def test_referee_vote_outcomes(ledger, votes, outcome):
+    job_id = _at_trace_phase(ledger, 9)
+    s_ops, c_ops = _op_traces(random.Random(9), 4, 4, 1)
+    bisect_ops(ledger, job_id, s_ops, c_ops)
+    poster0, solver0, chal0 = (holdings(ledger, w) for w in (ledger.poster, ledger.solver, ledger.challenger))
+    for referee, solver_wins in zip(ledger.referees, votes):
+        ledger.market.vote(job_id, solver_wins, sender=referee)
+        (ev,) = events(ledger.market, "RefereeVoted")
+        assert (ev.job_id, ev.referee, ev.solver_wins) == (job_id, referee, solver_wins)
+    boa.env.time_travel(seconds=VOTE_TIMEOUT + 1)
+    ledger.market.settle(job_id)
+    logs = ledger.market.get_logs()
+    poster, solver, chal = (holdings(ledger, w) for w in (ledger.poster, ledger.solver, ledger.challenger))
+    status = ledger.market.get_job(job_id).status
+    if outcome == "solver":
+        assert settled(logs) == (ledger.solver, ledger.challenger, "referee vote")
+        assert status == DONE and poster == poster0
+        assert solver == (solver0[0] + BOUNTY + JOB_STAKE, STAKED, 0)
+        assert chal == (chal0[0], STAKED - JOB_STAKE, 0)
+        (slash,) = events(logs, "Slashed")
+        assert (slash.node, slash.amount, slash.to, slash.by) == (ledger.challenger, JOB_STAKE, ledger.solver, ledger.market.address)
+    elif outcome == "challenger":
+        assert settled(logs) == (ledger.challenger, ledger.solver, "referee vote")
+        assert status == FAILED and poster[0] == poster0[0] + BOUNTY
+        assert solver == (solver0[0], STAKED - JOB_STAKE, 0)
+        assert chal == (chal0[0] + JOB_STAKE, STAKED, 0)
+    else:
+        assert settled(logs) == (ZERO, ZERO, "draw")
+        assert status == DRAW and poster[0] == poster0[0] + BOUNTY
+        assert solver == (solver0[0], STAKED, 0) and chal == (chal0[0], STAKED, 0)
+        assert not events(logs, "Slashed")
+    assert ledger.market.get_dispute(job_id).phase == SETTLED
+    with boa.reverts("market: nothing to settle yet"):
+        ledger.market.settle(job_id)
+
+
+def test_vote_checks(ledger):
+    m, r = ledger.market, ledger.registry
+    job_id = _at_trace_phase(ledger, 10)
+    with boa.reverts("market: not in vote phase"):
+        m.vote(job_id, True, sender=ledger.referees[0])
+    s_ops, c_ops = _op_traces(random.Random(10), 2, 2, 0)
+    bisect_ops(ledger, job_id, s_ops, c_ops)
+    with boa.reverts("market: not a referee"):
+        m.vote(job_id, True, sender=ledger.outsider)
+    # Parties may hold the referee role too, but never judge their own dispute.
+    r.register("poster-peer", REFEREE, sender=ledger.poster)
+    r.stake(REFEREE_MIN_STAKE, sender=ledger.poster)
+    r.register("peer-1", 15, sender=ledger.solver)
+    r.register("peer-2", 15, sender=ledger.challenger)
+    for party in (ledger.poster, ledger.solver, ledger.challenger):
+        with boa.reverts("market: party cannot vote"):
+            m.vote(job_id, True, sender=party)
+    low = ledger.referees[1]
+    r.request_unbond(STAKED - REFEREE_MIN_STAKE + 1, sender=low)
+    with boa.reverts("market: referee stake too low"):
+        m.vote(job_id, True, sender=low)
+    m.vote(job_id, False, sender=ledger.referees[0])
+    with boa.reverts("market: already voted"):
+        m.vote(job_id, True, sender=ledger.referees[0])
+    boa.env.time_travel(seconds=VOTE_TIMEOUT)
+    m.vote(job_id, False, sender=ledger.referees[2])  # the last second still counts
+    boa.env.time_travel(seconds=1)
+    with boa.reverts("market: voting closed"):
+        m.vote(job_id, True, sender=ledger.referees[2])
+    d = m.get_dispute(job_id)
+    assert (d.votes_solver, d.votes_challenger) == (0, 2)
+    assert m.voted(job_id, ledger.referees[0]) and not m.voted(job_id, low)
+
+
+# ---------------------------------------------------------------- answering out of turn
+
+
+def test_answer_checks(ledger):
+    m = ledger.market
+    rng = random.Random(11)
+    s = random_leaves(rng, 4)
+    c = diverge(rng, s, 1)
+    job_id = committed_job(ledger, s)
+    with boa.reverts("market: not in step phase"):
+        m.respond_step(job_id, b"\x01" * 32, [], sender=ledger.solver)
+    m.challenge(job_id, root_bytes(c), sender=ledger.challenger)
+    with boa.reverts("market: not a party"):
+        m.respond_step(job_id, bytes.fromhex(s[3]), proof_bytes(s, 3), sender=ledger.outsider)
+    # The challenger's true leaf does not open the solver's root, nor at another index.
+    with boa.reverts("market: proof does not match the committed root"):
+        m.respond_step(job_id, bytes.fromhex(c[3]), proof_bytes(c, 3), sender=ledger.solver)
+    with boa.reverts("market: proof does not match the committed root"):
+        m.respond_step(job_id, bytes.fromhex(s[2]), proof_bytes(s, 2), sender=ledger.solver)
+    logs = answer_step(ledger, job_id, ledger.solver, s)
+    (ev,) = events(logs, "StepAnswered")
+    assert (ev.job_id, ev.party, ev.index, ev.leaf) == (job_id, ledger.solver, 3, bytes.fromhex(s[3]))
+    d = m.get_dispute(job_id)
+    assert (d.solver_answered, d.solver_answer, d.challenger_answered) == (True, bytes.fromhex(s[3]), False)
+    with boa.reverts("market: already answered"):
+        answer_step(ledger, job_id, ledger.solver, s)
+    with boa.reverts("market: not in trace phase"):
+        m.commit_trace(job_id, b"\x01" * 32, 1, sender=ledger.solver)
+    with boa.reverts("market: not in op phase"):
+        m.respond_op(job_id, b"\x01" * 32, [], sender=ledger.solver)
+    boa.env.time_travel(seconds=ROUND_TIMEOUT + 1)
+    with boa.reverts("market: round deadline passed"):
+        answer_step(ledger, job_id, ledger.challenger, c)
+
+
+def test_trace_and_op_checks(ledger):
+    m = ledger.market
+    job_id = _at_trace_phase(ledger, 12)
+    with boa.reverts("market: empty root"):
+        m.commit_trace(job_id, b"\x00" * 32, 1, sender=ledger.solver)
+    for n_ops in (0, 2**32 + 1):
+        with boa.reverts("market: bad op count"):
+            m.commit_trace(job_id, b"\x01" * 32, n_ops, sender=ledger.solver)
+    with boa.reverts("market: not a party"):
+        m.commit_trace(job_id, b"\x01" * 32, 1, sender=ledger.outsider)
+    s_ops, c_ops = _op_traces(random.Random(12), 6, 3, 1)
+    (ev,) = events(commit_trace(ledger, job_id, ledger.solver, s_ops), "TraceCommitted")
+    assert (ev.job_id, ev.party, ev.trace_root, ev.n_ops) == (job_id, ledger.solver, root_bytes(s_ops), 6)
+    with boa.reverts("market: already answered"):
+        commit_trace(ledger, job_id, ledger.solver, s_ops)
+    commit_trace(ledger, job_id, ledger.challenger, c_ops)
+    d = m.get_dispute(job_id)
+    assert (d.phase, d.lo, d.hi, d.index) == (OP, 0, 3, 1)
+    # Each side proves against its own trace: the challenger's op 1 is not in the solver's.
+    with boa.reverts("market: proof does not match the committed root"):
+        m.respond_op(job_id, bytes.fromhex(c_ops[1]), proof_bytes(c_ops, 1), sender=ledger.solver)
+    (ev,) = events(answer_op(ledger, job_id, ledger.challenger, c_ops), "OpAnswered")
+    assert (ev.job_id, ev.party, ev.index, ev.digest) == (job_id, ledger.challenger, 1, bytes.fromhex(c_ops[1]))
+    with boa.reverts("market: already answered"):
+        answer_op(ledger, job_id, ledger.challenger, c_ops)
+
+
+# ---------------------------------------------------------------- deadlines
+
+
+def _silent_round(ledger, phase: int, who_answers: tuple[str, ...]) -> list:
+    """Bring a dispute to `phase`, let only `who_answers` answer the round, then settle."""
+    rng = random.Random(phase)
+    s = random_leaves(rng, 8)
+    c = diverge(rng, s, 3)
+    job_id = disputed_job(ledger, s, c)
+    s_ops, c_ops = _op_traces(rng, 4, 4, 2)
+    if phase >= TRACE:
+        bisect_steps(ledger, job_id, s, c)
+    if phase == OP:
+        commit_trace(ledger, job_id, ledger.solver, s_ops)
+        commit_trace(ledger, job_id, ledger.challenger, c_ops)
+    assert ledger.market.get_dispute(job_id).phase == phase
+    for who in who_answers:
+        data = {ledger.solver: (s, s_ops), ledger.challenger: (c, c_ops)}[who]
+        if phase == STEP:
+            answer_step(ledger, job_id, who, data[0])
+        elif phase == TRACE:
+            commit_trace(ledger, job_id, who, data[1])
+        else:
+            answer_op(ledger, job_id, who, data[1])
+    with boa.reverts("market: nothing to settle yet"):
+        ledger.market.settle(job_id)
+    boa.env.time_travel(seconds=ROUND_TIMEOUT + 1)
+    ledger.market.settle(job_id, sender=ledger.outsider)
+    return ledger.market.get_logs()
+
+
+@pytest.mark.parametrize("phase", [STEP, TRACE, OP])
+@pytest.mark.parametrize("answering", ["solver", "challenger", "nobody"])
+def test_silent_party_loses_by_deadline(ledger, phase, answering):
+    who = {"solver": (ledger.solver,), "challenger": (ledger.challenger,), "nobody": ()}[answering]
+    solver0, chal0 = holdings(ledger, ledger.solver), holdings(ledger, ledger.challenger)
+    logs = _silent_round(ledger, phase, who)
+    # When nobody answers, the challenger (who made the claim) loses.
+    if answering == "challenger":
+        assert settled(logs) == (ledger.challenger, ledger.solver, "deadline")
+        assert holdings(ledger, ledger.solver) == (solver0[0], STAKED - JOB_STAKE, 0)
+        assert holdings(ledger, ledger.challenger) == (chal0[0] + JOB_STAKE, STAKED, 0)
+    else:
+        assert settled(logs) == (ledger.solver, ledger.challenger, "deadline")
+        assert holdings(ledger, ledger.solver) == (solver0[0] + BOUNTY + JOB_STAKE, STAKED, 0)
+        assert holdings(ledger, ledger.challenger) == (chal0[0], STAKED - JOB_STAKE, 0)
+
+
+def test_solver_that_never_commits_is_slashed_to_the_poster(ledger):
+    m = ledger.market
+    poster0 = ledger.token.balanceOf(ledger.poster)
+    job_id = post_job(ledger)
+    m.claim_job(job_id, sender=ledger.solver)
+    boa.env.time_travel(seconds=COMMIT_TIMEOUT)
+    with boa.reverts("market: nothing to settle yet"):
+        m.settle(job_id)
+    boa.env.time_travel(seconds=1)
+    m.settle(job_id)
+    logs = m.get_logs()
+    assert settled(logs) == (ledger.poster, ledger.solver, "commit deadline")
+    (slash,) = events(logs, "Slashed")
+    assert (slash.node, slash.amount, slash.to) == (ledger.solver, JOB_STAKE, ledger.poster)
+    assert ledger.token.balanceOf(ledger.poster) == poster0 + JOB_STAKE
+    assert holdings(ledger, ledger.solver)[1:] == (STAKED - JOB_STAKE, 0)
+    assert m.get_job(job_id).status == FAILED
+    with boa.reverts("market: nothing to settle yet"):
+        m.settle(job_id)
+
+
+def test_settle_has_nothing_to_do_outside_deadlines(ledger):
+    m = ledger.market
+    job_id = post_job(ledger)
+    with boa.reverts("market: nothing to settle yet"):
+        m.settle(job_id)  # open
+    job_id = committed_job(ledger, random_leaves(random.Random(13), 2))
+    boa.env.time_travel(seconds=CHALLENGE_WINDOW + 1)
+    with boa.reverts("market: nothing to settle yet"):
+        m.settle(job_id)  # committed: that is finalize()'s job
