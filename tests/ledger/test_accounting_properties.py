@@ -39,6 +39,7 @@ from .conftest import (
     COMMIT_TIMEOUT,
     COMMITTED,
     DISPUTED,
+    DONE,
     E18,
     OP,
     OPEN,
@@ -74,6 +75,7 @@ class JobModel:
     leaves: dict = field(default_factory=dict)  # party -> the leaves it committed to
     ops: dict = field(default_factory=dict)  # party -> its op trace of the disputed step
     paid_by_market: int = 0
+    bounty_to: str | None = None
     paid_by_registry: int = 0
 
 
@@ -143,6 +145,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert e.receiver in parties, "a job paid someone outside it"
             if e.sender == self.m.address:
                 job.paid_by_market += e.value
+                job.bounty_to = e.receiver
             else:
                 job.paid_by_registry += e.value
         # The bounty leaves the market at most once; at most one stake is slashed per job.
@@ -327,7 +330,9 @@ class LedgerMachine(RuleBasedStateMachine):
         assert self.t.balanceOf(self.m.address) == escrow
         for job in self.jobs:
             if statuses[job.id] not in LIVE:
+                # Paid out in full, to the solver only when it is DONE, else back to the poster.
                 assert job.paid_by_market == job.bounty, "a finished job did not pay its bounty out"
+                assert job.bounty_to == (job.solver if statuses[job.id] == DONE else job.poster)
 
         nodes = {n: self.r.get_node(n) for n in self.nodes}
         assert self.t.balanceOf(self.r.address) == sum(x.staked + x.unbonding for x in nodes.values())

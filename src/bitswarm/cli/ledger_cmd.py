@@ -71,12 +71,13 @@ def devnet(
     ctx: typer.Context,
     port: int = typer.Option(8545, "--port", min=0, max=65535, help="TCP port on 127.0.0.1 (0 picks a free one)."),
     data: Path = typer.Option(None, "--data", help="Chain data directory (default: <home>/devnet).", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (url, chain id, contracts, dev accounts) once it serves."),
 ):
     """Run the embedded EVM chain on 127.0.0.1 with bitswarm's contracts deployed; survives restarts."""
     from bitswarm.ledger.devnet import Devnet, DevnetError
     from bitswarm.ledger.faucet import setup_devnet
 
-    with reporting(False):
+    with reporting(as_json):
         data_dir = (data or state(ctx).home / "devnet").expanduser().absolute()
 
         def setup(net: Devnet) -> dict:
@@ -90,6 +91,11 @@ def devnet(
             raise UserError(str(exc)) from None
         try:
             contracts = (net.deployment or {}).get("contracts", {})
+            if as_json:
+                emit_json({"url": net.url, "chain_id": net.chain_id, "data": str(data_dir), "contracts": contracts,
+                           "dev_accounts": [a for a, _ in net.dev_accounts]})
+                net.wait()
+                return
             out.print(f"devnet  {net.url}  chain id {net.chain_id}  data {data_dir}")
             for name, addr in contracts.items():
                 out.print(f"  {name:<17} {addr}")

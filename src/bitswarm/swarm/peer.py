@@ -91,6 +91,7 @@ class SwarmPeer:
         self.coordinator = coordinator
         self.filter = record_filter or RecordFilter()
         self.public_key = public_key_hex(key)
+        self.claims_overruled = 0  # external rollouts whose claimed reward our own scoring refuted
         self._seen: dict[bytes, int] = {}  # blob hash -> round slot it was first gathered from
         self.workdir.mkdir(parents=True, exist_ok=True)
         saved = self._load_state()
@@ -201,7 +202,10 @@ class SwarmPeer:
                 if any((ro.dataset, ro.seed, ro.index) != (ref.dataset, ref.seed, ref.index) for ro in ros):
                     continue  # one group, one task: a mixed group is malformed
                 completions = [ro.completion for ro in ros]
-                groups.append(Group(ref, completions, [score(ref, c, self.mix) for c in completions], peer))
+                rewards = [score(ref, c, self.mix) for c in completions]
+                # A claim that differs from our own score is a peer lying (or a different scorer).
+                self.claims_overruled += sum(1 for ro, rw in zip(ros, rewards) if abs(ro.claimed_reward - rw) > 1e-6)
+                groups.append(Group(ref, completions, rewards, peer))
             except ValueError:  # unknown task name, index out of range: not something we can score
                 self.filter.dropped["unscorable"] = self.filter.dropped.get("unscorable", 0) + 1
         return groups

@@ -112,6 +112,7 @@ class LocalSwarm:
             "rounds": self.round,
             "rollouts_shared": sum(p.rollouts_shared for p in everyone.values()),
             "rollouts_used_external": sum(p.rollouts_used_external for p in everyone.values()),
+            "claims_overruled": sum(p.claims_overruled for p in everyone.values()),
             "dropped": dict(sorted(dropped.items())),
             "comm_fraction": round(comm / total, 4) if total else 0.0,
             "seconds": round(self.seconds, 3),
