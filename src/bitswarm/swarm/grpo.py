@@ -73,24 +73,28 @@ def update(
     seed: int = 0,
     backend: str = "numba",
 ) -> Update:
-    """Train `model` on `rows` (one pass, `micro_batch` rows per step) and store the result."""
+    """One optimizer step of `model` on all `rows` (micro-batches of at most `micro_batch` rows,
+    which never changes the bits) and store the result.
+
+    One step per round, not one per micro-batch: each round starts a fresh AdamW, whose first
+    steps move every weight by about lr whatever the gradient, so several per round overshoot."""
     if not rows:
         raise ValueError("a GRPO update needs at least one rollout")
     dataset = store.put_bytes(rows_jsonl(rows), label="rollouts")
-    batch = min(micro_batch, len(rows))
+    mb = next(d for d in range(min(micro_batch, len(rows)), 0, -1) if len(rows) % d == 0)
     spec = parse_spec({
         "model": model,
         "dataset": {"kind": "cid", "cid": dataset, "order": "sequential"},
         "seq_len": seq_len,
-        "steps": math.ceil(len(rows) / batch),
-        "global_batch": batch,
+        "steps": 1,
+        "global_batch": len(rows),
         "lr": {"peak": lr, "schedule": "constant"},
         "optimizer": {"weight_decay": 0.0, "grad_clip": 1.0},
         "seed": seed % 2**64,
         "loss": "grpo",
         "checkpoint_every": 10_000,
     })
-    result = run_training(store, spec, out, backend=backend)
+    result = run_training(store, spec, out, backend=backend, micro_batch=mb)
     state = TrainState.load(latest_checkpoint(out))
     new_model = store_trained(store, model, state.params, label="swarm-policy")
     transcript, _ = build_transcript(store, out)
