@@ -95,7 +95,7 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     mix = TaskMix(["tiny_sum"])
-    settings = PeerSettings(group_size=4, max_new_tokens=20, lr=3e-3, micro_batch=8)
+    settings = PeerSettings(group_size=4, max_new_tokens=20, lr=3e-4, micro_batch=8)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         store = BlobStore(root / "store")

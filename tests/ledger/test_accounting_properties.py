@@ -270,9 +270,11 @@ class LedgerMachine(RuleBasedStateMachine):
         job = self.jobs[j]
         status = self.m.get_job(job.id).status
         who, honest, k, seed = rng.randrange(5), rng.random() < 0.6, rng.randrange(9), rng.getrandbits(32)
-        # Mostly someone else than the poster / solver, and a challenger that disagrees.
-        if self.nodes[who] in (job.poster, job.solver) and rng.random() < 0.9:
-            who = next(i for i, n in enumerate(self.nodes) if n not in (job.poster, job.solver))
+        # Mostly someone outside the job (a claimer, challenger or referee), and a challenger
+        # that disagrees with the solver.
+        insiders = (job.poster, job.solver, job.challenger)
+        if self.nodes[who] in insiders and rng.random() < 0.9:
+            who = rng.choice([i for i, n in enumerate(self.nodes) if n not in insiders])
         if status == OPEN:
             self.claim(j, who)
         elif status == CLAIMED:
@@ -283,7 +285,7 @@ class LedgerMachine(RuleBasedStateMachine):
         elif status == DISPUTED:
             d = self.m.get_dispute(job.id)
             if d.phase == VOTE:
-                if rng.random() < 0.3:  # close the vote, whatever the count (ties included)
+                if rng.random() < 0.2:  # close the vote, whatever the count (ties included)
                     self.wait(VOTE_TIMEOUT + 1)
                     self.settle(j, who)
                 else:
@@ -292,7 +294,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.wait(ROUND_TIMEOUT + 1)
                 self.settle(j, who)
             else:
-                self.answer(j, not d.solver_answered, rng.random() < 0.9)
+                solver_side = not d.solver_answered if d.solver_answered or d.challenger_answered else rng.random() < 0.5
+                self.answer(j, solver_side, rng.random() < 0.9)
         else:
             return False
         return True

@@ -128,6 +128,7 @@ def join(
     backend: str = _C["backend"],
     task_seed: int = _C["task_seed"],
     listen: str = typer.Option("/ip4/0.0.0.0/tcp/0", "--listen", help="Multiaddr this peer listens on."),
+    ledger: bool = typer.Option(False, "--ledger", help="Record each round on the chain's SwarmCoordinator (needs `bitswarm node register --roles swarm`)."),
     as_json: bool = _C["as_json"],
 ):
     """Join an existing swarm over libp2p as this node (its identity's peer key) and train with it."""
@@ -144,6 +145,15 @@ def join(
             raise UserError(f"model {model} is not in the store; import one with `bitswarm model import`")
         ident = identity.load(st.home)
         key = peer_key.decode_private(ident.peer_file.read_bytes())
+        coordinator = None
+        if ledger:
+            from bitswarm.cli.ledger_cmd import connect
+            from bitswarm.swarm.coordinator import ChainCoordinator
+            from bitswarm.swarm.records import public_key_hex
+
+            lg = connect(st, with_account=True)
+            # The chain's current round is where this peer's --start-round lands.
+            coordinator = ChainCoordinator({public_key_hex(key): lg}, round_offset=lg.swarm_round() - start_round)
         with stages(not as_json) as stage:
             stage("starting the p2p daemon and reaching the bootstrap peers")
             try:
@@ -153,7 +163,8 @@ def join(
         try:
             err.print(f"[dim]joined as {transport.peer_id}; others can bootstrap from "
                       f"{' '.join(transport.visible_maddrs())}[/]")
-            peer = SwarmPeer(ident.peer_id[-8:], store, st.home / "swarm" / "joined", model, transport, mix, key, settings)
+            peer = SwarmPeer(ident.peer_id[-8:], store, st.home / "swarm" / "joined", model, transport, mix, key, settings,
+                             coordinator)
             peer.next_round = max(peer.next_round, start_round)
             reports = []
             while peer.next_round < start_round + rounds:
@@ -170,6 +181,7 @@ def join(
             "rollouts_shared": sum(r["rollouts_shared"] for r in reports),
             "external_groups_used": sum(r["external_groups"] for r in reports),
             "dropped": dict(peer.filter.dropped),
+            "submitted": sum(1 for r in reports if r.get("submitted")),
         }
         if as_json:
             emit_json(result)

@@ -43,20 +43,31 @@ class LocalCoordinator:
 
 
 class ChainCoordinator:
-    """Submits through a ledger client; the chain's own round must match (no barrier: a peer
-    whose local round is not the chain's current one skips the submission and counts it)."""
+    """Submits through ledger clients, one per peer key (each peer signs its own submission).
 
-    def __init__(self, ledger):
-        self.ledger = ledger
+    The chain's round is the authority: swarm round r is chain round r + round_offset, and a
+    peer whose round is not the chain's current one skips the submission (no barrier, so a
+    slow peer may miss a round) and it is counted in `skipped`."""
+
+    def __init__(self, ledgers: dict, round_offset: int = 0):
+        self.ledgers = ledgers
+        self.round_offset = round_offset
         self.skipped = 0
+        self.errors: list[str] = []
 
     def submit(self, peer: str, round_: int, rollout_cid: str, reward: float, step_root: str) -> bool:
+        ledger = self.ledgers.get(peer)
+        if ledger is None:
+            self.skipped += 1
+            return False
         try:
-            if self.ledger.swarm_round() != round_:
+            chain_round = round_ + self.round_offset
+            if ledger.swarm_round() != chain_round:
                 self.skipped += 1
                 return False
-            self.ledger.swarm_submit(round_, rollout_cid, reward, step_root)
+            ledger.swarm_submit(chain_round, rollout_cid, reward, step_root)
             return True
-        except LedgerError:
+        except LedgerError as exc:  # a refused submission must not stop training
             self.skipped += 1
+            self.errors.append(str(exc))
             return False
