@@ -1,17 +1,18 @@
 """Property tests: random sequences of market and registry actions among a few actors, with the
 money checked after every action.
 
-Actions are allowed to revert (the machine does not model every precondition); a revert must
-leave nothing behind, and a successful action must explain every token and stake movement
-through its events:
+Actions may revert (the machine does not model every precondition); a revert must leave the
+stakes untouched, and a successful action must explain every token and stake movement through
+its events:
 
 - the token supply never changes after the initial mint, and the actors, the registry and the
   market hold all of it between them;
 - the market holds exactly the bounties of unfinished jobs, the registry exactly the stakes and
   unbonding amounts;
-- a job pays out its bounty once, and at most one stake, to its own poster/solver/challenger;
+- a job pays its bounty out once, to the solver when DONE and to the poster otherwise, and at
+  most one stake, only among its own poster/solver/challenger;
 - a node's stake only goes down through request_unbond or a Slashed event issued in the same
-  transaction as a DisputeSettled that names that node the loser (a lost dispute or a missed
+  transaction as a DisputeSettled naming that node the loser (a lost dispute or a missed
   commit deadline);
 - the stake the market holds locked is exactly what its live jobs and disputes need.
 """
@@ -56,11 +57,11 @@ from .conftest import (
 )
 
 LIVE = (OPEN, CLAIMED, COMMITTED, DISPUTED)
-JOB = st.integers(0, 7)  # picks among the posted jobs, modulo their count
+JOB = st.integers(0, 7)  # picks a live job (or, for 7, any job), modulo their count
 WHO = st.integers(0, 4)  # picks a node
 SEED = st.integers(0, 2**32)
 WINDOW = 2 * 3600
-MAX_JOBS = 3
+MAX_LIVE_JOBS = 3  # few at a time, so that each one gets far
 
 
 @dataclass
@@ -75,17 +76,17 @@ class JobModel:
     leaves: dict = field(default_factory=dict)  # party -> the leaves it committed to
     ops: dict = field(default_factory=dict)  # party -> its op trace of the disputed step
     paid_by_market: int = 0
-    bounty_to: str | None = None
     paid_by_registry: int = 0
+    bounty_to: str | None = None
 
 
 class LedgerMachine(RuleBasedStateMachine):
     def __init__(self, lg):
         super().__init__()
-        # Every example starts from the session's freshly deployed ledger and is rolled back.
+        # Every example starts from the session's freshly deployed ledger and is rolled back
+        # (boa's pytest plugin anchors each example too; this keeps the machine self-contained).
         self._anchor = boa.env.anchor()
         self._anchor.__enter__()
-        self.lg = lg
         self.m, self.r, self.t = lg.market, lg.registry, lg.token
         # Five nodes with every role, so anyone can solve, challenge or referee.
         self.nodes = [lg.solver, lg.challenger, *lg.referees]
@@ -101,8 +102,15 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ plumbing
 
-    def _job(self, j: int) -> JobModel | None:
-        return self.jobs[j % len(self.jobs)] if self.jobs else None
+    def _status(self, job: JobModel) -> int:
+        return self.m.get_job(job.id).status
+
+    def _live(self) -> list[JobModel]:
+        return [job for job in self.jobs if self._status(job) in LIVE]
+
+    def _pick(self, j: int) -> JobModel:
+        pool = (j < 7 and self._live()) or self.jobs
+        return pool[j % len(pool)]
 
     def _stakes(self) -> dict[str, int]:
         return {n: self.r.get_node(n).staked for n in self.nodes}
@@ -152,13 +160,93 @@ class LedgerMachine(RuleBasedStateMachine):
         assert job.paid_by_market <= job.bounty
         assert job.paid_by_registry <= job.stake
 
-    # ------------------------------------------------------------ job rules
+    # ------------------------------------------------------------ actions on one job
+
+    def _claim(self, job: JobModel, who: int):
+        if self._do(job, self.m, "claim_job", job.id, sender=self.nodes[who]):
+            job.solver = self.nodes[who]
+
+    def _commit(self, job: JobModel, honest: bool, k: int, seed: int):
+        if job.solver is None:
+            return
+        leaves = job.truth if honest else diverge(random.Random(seed), job.truth, k % len(job.truth))
+        if self._do(job, self.m, "commit_result", job.id, root_bytes(leaves), b"\x22" * 32, sender=job.solver):
+            job.leaves[job.solver] = leaves
+
+    def _challenge(self, job: JobModel, who: int, honest: bool, k: int, n_ops: int, seed: int):
+        if job.solver not in job.leaves:
+            return
+        rng = random.Random(seed)
+        leaves = job.truth if honest else diverge(rng, job.leaves[job.solver], k % len(job.truth))
+        challenger = self.nodes[who]
+        if self._do(job, self.m, "challenge", job.id, root_bytes(leaves), sender=challenger):
+            job.challenger = challenger
+            job.leaves[challenger] = leaves
+            # Op traces for whichever step turns out disputed: equal up to a random op, or one a
+            # prefix of the other (the "virtual end" case).
+            ops = random_leaves(rng, n_ops + 3)
+            job.ops[job.solver] = ops[:n_ops]
+            job.ops[challenger] = rng.choice(
+                [diverge(rng, ops, rng.randrange(n_ops))[:n_ops], ops[: rng.randint(1, n_ops + 3)]]
+            )
+
+    def _answer(self, job: JobModel, solver_side: bool, honest: bool):
+        """The party answers the current query: honestly, or with a value that is not in its
+        tree (which must be refused)."""
+        if job.challenger is None:
+            return
+        who = job.solver if solver_side else job.challenger
+        d = self.m.get_dispute(job.id)
+        if d.phase == TRACE:
+            ops = job.ops[who]
+            n_ops = len(ops) if honest else 0
+            self._do(job, self.m, "commit_trace", job.id, root_bytes(ops), n_ops, sender=who, expect_revert=not honest)
+        elif d.phase in (STEP, OP):
+            data, fn = (job.leaves[who], "respond_step") if d.phase == STEP else (job.ops[who], "respond_op")
+            value = bytes.fromhex(data[d.index]) if honest else bytes(31) + b"\x01"
+            self._do(job, self.m, fn, job.id, value, proof_bytes(data, d.index), sender=who, expect_revert=not honest)
+
+    def _advance(self, job: JobModel, rng: random.Random) -> bool:
+        """One natural next step for the job; False once it is finished."""
+        status = self._status(job)
+        who, honest, k, seed = rng.randrange(5), rng.random() < 0.6, rng.randrange(9), rng.getrandbits(32)
+        # Mostly someone outside the job as claimer, challenger or referee.
+        insiders = (job.poster, job.solver, job.challenger)
+        if self.nodes[who] in insiders and rng.random() < 0.9:
+            who = rng.choice([i for i, n in enumerate(self.nodes) if n not in insiders])
+        if status == OPEN:
+            self._claim(job, who)
+        elif status == CLAIMED:
+            self._commit(job, honest, k, seed)
+        elif status == COMMITTED:
+            # Mostly a challenger that disagrees with the solver.
+            disagrees = job.leaves[job.solver] != job.truth
+            self._challenge(job, who, disagrees if rng.random() < 0.9 else not disagrees, k, 1 + seed % 5, seed)
+        elif status == DISPUTED:
+            d = self.m.get_dispute(job.id)
+            if d.phase == VOTE:
+                if rng.random() < 0.2:  # close the vote, whatever the count (ties included)
+                    self.wait(VOTE_TIMEOUT + 1)
+                    self._do(job, self.m, "settle", job.id, sender=self.nodes[who])
+                else:
+                    self._do(job, self.m, "vote", job.id, rng.random() < 0.5, sender=self.nodes[who])
+            elif rng.random() < 0.04:  # whoever is still to answer stays silent
+                self.wait(ROUND_TIMEOUT + 1)
+                self._do(job, self.m, "settle", job.id, sender=self.nodes[who])
+            else:
+                first = d.solver_answered or d.challenger_answered
+                self._answer(job, not d.solver_answered if first else rng.random() < 0.5, rng.random() < 0.9)
+        else:
+            return False
+        return True
+
+    # ------------------------------------------------------------ rules
 
     @initialize(seed=SEED)
     def first_job(self, seed):
         self.post(0, 5, 50 * E18, 20 * E18, seed)
 
-    @precondition(lambda self: len(self.jobs) < MAX_JOBS)  # few jobs: each goes further
+    @precondition(lambda self: len(self._live()) < MAX_LIVE_JOBS)
     @rule(
         who=st.integers(0, 2),
         n=st.integers(1, 6),
@@ -168,143 +256,72 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def post(self, who, n, bounty, stake, seed):
         poster = self.posters[who]
-        before = self.m.next_job_id()
+        job_id = self.m.next_job_id()
         if self._do(None, self.m, "post_job", b"\x11" * 32, 0, n, bounty, stake, WINDOW, sender=poster):
             truth = random_leaves(random.Random(seed), n)
-            self.jobs.append(JobModel(id=before, poster=poster, bounty=bounty, stake=stake, truth=truth))
-            assert self.t.balanceOf(self.m.address) >= bounty
-
-    @precondition(lambda self: self.jobs)
-    @rule(j=JOB, who=st.integers(0, 2))
-    def cancel(self, j, who):
-        if job := self._job(j):
-            self._do(job, self.m, "cancel_job", job.id, sender=self.posters[who])
-
-    @precondition(lambda self: self.jobs)
-    @rule(j=JOB, who=WHO)
-    def claim(self, j, who):
-        if (job := self._job(j)) and self._do(job, self.m, "claim_job", job.id, sender=self.nodes[who]):
-            job.solver = self.nodes[who]
-
-    @precondition(lambda self: self.jobs)
-    @rule(j=JOB, honest=st.booleans(), k=st.integers(0, 8), seed=SEED)
-    def commit(self, j, honest, k, seed):
-        if not (job := self._job(j)) or job.solver is None:
-            return
-        n = len(job.truth)
-        leaves = job.truth if honest else diverge(random.Random(seed), job.truth, k % n)
-        if self._do(job, self.m, "commit_result", job.id, root_bytes(leaves), b"\x22" * 32, sender=job.solver):
-            job.leaves[job.solver] = leaves
-
-    @precondition(lambda self: self.jobs)
-    @rule(j=JOB, who=WHO, honest=st.booleans(), k=st.integers(0, 8), n_ops=st.integers(1, 5), seed=SEED)
-    def challenge(self, j, who, honest, k, n_ops, seed):
-        if not (job := self._job(j)) or job.solver not in job.leaves:
-            return
-        rng = random.Random(seed)
-        n = len(job.truth)
-        leaves = job.truth if honest else diverge(rng, job.leaves[job.solver], k % n)
-        challenger = self.nodes[who]
-        if self._do(job, self.m, "challenge", job.id, root_bytes(leaves), sender=challenger):
-            job.challenger = challenger
-            job.leaves[challenger] = leaves
-            # Op traces for whichever step turns out disputed: equal up to a random point, or
-            # one a prefix of the other (the "virtual end" case).
-            ops = random_leaves(rng, n_ops + 3)
-            job.ops[job.solver] = ops[:n_ops]
-            job.ops[challenger] = rng.choice([diverge(rng, ops, rng.randrange(n_ops))[:n_ops], ops[: rng.randint(1, n_ops + 3)]])
-
-    @precondition(lambda self: self.jobs)
-    @rule(j=JOB, solver_side=st.booleans(), honest=st.booleans())
-    def answer(self, j, solver_side, honest):
-        """The chosen party answers the current query: honestly, or with a leaf that is not in
-        its tree (which must be refused)."""
-        if not (job := self._job(j)) or job.challenger is None:
-            return
-        who = job.solver if solver_side else job.challenger
-        d = self.m.get_dispute(job.id)
-        if d.phase == TRACE:
-            ops = job.ops[who]
-            n_ops = len(ops) if honest else 0
-            self._do(job, self.m, "commit_trace", job.id, root_bytes(ops), n_ops, sender=who, expect_revert=not honest)
-            return
-        if d.phase not in (STEP, OP):
-            return
-        data, fn = (job.leaves[who], "respond_step") if d.phase == STEP else (job.ops[who], "respond_op")
-        i = d.index
-        value = bytes.fromhex(data[i]) if honest else bytes(31) + b"\x01"
-        self._do(job, self.m, fn, job.id, value, proof_bytes(data, i), sender=who, expect_revert=not honest)
-
-    @precondition(lambda self: self.jobs)
-    @rule(j=JOB, who=WHO, solver_wins=st.booleans())
-    def vote(self, j, who, solver_wins):
-        if job := self._job(j):
-            self._do(job, self.m, "vote", job.id, solver_wins, sender=self.nodes[who])
-
-    @precondition(lambda self: self.jobs)
-    @rule(j=JOB, who=WHO)
-    def settle(self, j, who):
-        if job := self._job(j):
-            self._do(job, self.m, "settle", job.id, sender=self.nodes[who])
-
-    @precondition(lambda self: self.jobs)
-    @rule(j=JOB, who=WHO)
-    def finalize(self, j, who):
-        if job := self._job(j):
-            self._do(job, self.m, "finalize", job.id, sender=self.nodes[who])
+            self.jobs.append(JobModel(id=job_id, poster=poster, bounty=bounty, stake=stake, truth=truth))
 
     @precondition(lambda self: self.jobs)
     @rule(j=JOB, steps=st.integers(1, 40), seed=SEED)
     def progress(self, j, steps, seed):
         """Take a job several natural steps further (mostly honest, sometimes not, sometimes
-        silent until a deadline), checking the invariants after each one. Without this, random
-        runs mostly bounce off preconditions and rarely reach a vote."""
+        silent until a deadline), checking the invariants after each one: without this, random
+        runs mostly bounce off preconditions and seldom reach a vote."""
         rng = random.Random(seed)
+        job = self._pick(j)
         for _ in range(steps):
-            if not self._advance(j % len(self.jobs), rng):
+            if not self._advance(job, rng):
                 return
             self.supply_is_conserved()
             self.escrows_match_obligations()
 
-    def _advance(self, j: int, rng: random.Random) -> bool:
-        job = self.jobs[j]
-        status = self.m.get_job(job.id).status
-        who, honest, k, seed = rng.randrange(5), rng.random() < 0.6, rng.randrange(9), rng.getrandbits(32)
-        # Mostly someone outside the job (a claimer, challenger or referee), and a challenger
-        # that disagrees with the solver.
-        insiders = (job.poster, job.solver, job.challenger)
-        if self.nodes[who] in insiders and rng.random() < 0.9:
-            who = rng.choice([i for i, n in enumerate(self.nodes) if n not in insiders])
-        if status == OPEN:
-            self.claim(j, who)
-        elif status == CLAIMED:
-            self.commit(j, honest, k, seed)
-        elif status == COMMITTED:
-            disagrees = job.leaves[job.solver] != job.truth
-            self.challenge(j, who, disagrees if rng.random() < 0.9 else not disagrees, k, 1 + seed % 5, seed)
-        elif status == DISPUTED:
-            d = self.m.get_dispute(job.id)
-            if d.phase == VOTE:
-                if rng.random() < 0.2:  # close the vote, whatever the count (ties included)
-                    self.wait(VOTE_TIMEOUT + 1)
-                    self.settle(j, who)
-                else:
-                    self.vote(j, who, rng.random() < 0.5)
-            elif rng.random() < 0.04:  # whoever is still to answer stays silent
-                self.wait(ROUND_TIMEOUT + 1)
-                self.settle(j, who)
-            else:
-                solver_side = not d.solver_answered if d.solver_answered or d.challenger_answered else rng.random() < 0.5
-                self.answer(j, solver_side, rng.random() < 0.9)
-        else:
-            return False
-        return True
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=st.integers(0, 2))
+    def cancel(self, j, who):
+        job = self._pick(j)
+        self._do(job, self.m, "cancel_job", job.id, sender=self.posters[who])
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=WHO)
+    def claim(self, j, who):
+        self._claim(self._pick(j), who)
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, honest=st.booleans(), k=st.integers(0, 8), seed=SEED)
+    def commit(self, j, honest, k, seed):
+        self._commit(self._pick(j), honest, k, seed)
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=WHO, honest=st.booleans(), k=st.integers(0, 8), n_ops=st.integers(1, 5), seed=SEED)
+    def challenge(self, j, who, honest, k, n_ops, seed):
+        self._challenge(self._pick(j), who, honest, k, n_ops, seed)
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, solver_side=st.booleans(), honest=st.booleans())
+    def answer(self, j, solver_side, honest):
+        self._answer(self._pick(j), solver_side, honest)
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=WHO, solver_wins=st.booleans())
+    def vote(self, j, who, solver_wins):
+        job = self._pick(j)
+        self._do(job, self.m, "vote", job.id, solver_wins, sender=self.nodes[who])
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=WHO)
+    def settle(self, j, who):
+        job = self._pick(j)
+        self._do(job, self.m, "settle", job.id, sender=self.nodes[who])
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=WHO)
+    def finalize(self, j, who):
+        job = self._pick(j)
+        self._do(job, self.m, "finalize", job.id, sender=self.nodes[who])
 
     @rule(seconds=st.sampled_from([1, ROUND_TIMEOUT + 1, VOTE_TIMEOUT + 1, COMMIT_TIMEOUT + 1, WINDOW + 1, UNBOND_DELAY]))
     def wait(self, seconds):
         boa.env.time_travel(seconds=seconds)
-
-    # ------------------------------------------------------------ registry rules
 
     @rule(who=WHO, amount=st.sampled_from([1, 100 * E18, 5_000 * E18]))
     def stake(self, who, amount):
@@ -328,12 +345,12 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def escrows_match_obligations(self):
-        statuses = {job.id: self.m.get_job(job.id).status for job in self.jobs}
+        statuses = {job.id: self._status(job) for job in self.jobs}
         escrow = sum(job.bounty for job in self.jobs if statuses[job.id] in LIVE)
         assert self.t.balanceOf(self.m.address) == escrow
         for job in self.jobs:
             if statuses[job.id] not in LIVE:
-                # Paid out in full, to the solver only when it is DONE, else back to the poster.
+                # Paid out in full: to the solver only when DONE, else back to the poster.
                 assert job.paid_by_market == job.bounty, "a finished job did not pay its bounty out"
                 assert job.bounty_to == (job.solver if statuses[job.id] == DONE else job.poster)
 

@@ -77,6 +77,8 @@ TASKS: Mapping[str, TaskSpec] = MappingProxyType({
         "min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1,
         "operators": ("+",), "allow_parentheses": False, "allow_negation": False,
     })),
+    # Count a letter in one word: answers are small counts, so a tiny model learns it in minutes.
+    "tiny_count": TaskSpec("letter_counting", MappingProxyType({"min_words": 1, "max_words": 1})),
 })
 PRESETS: Mapping[str, tuple[str, ...]] = MappingProxyType({"default": DEFAULT_TASKS, "tiny": (TINY_TASK,)})
 
