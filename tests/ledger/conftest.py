@@ -158,7 +158,7 @@ def diverge(rng: random.Random, leaves: list[str], k: int) -> list[str]:
 # ---------------------------------------------------------------- market helpers
 
 
-def post_job(lg: Ledger, num_leaves: int = 4, bounty: int = BOUNTY, stake: int = JOB_STAKE, window=CHALLENGE_WINDOW) -> int:
+def post_job(lg: Ledger, num_leaves=4, bounty=BOUNTY, stake=JOB_STAKE, window=CHALLENGE_WINDOW) -> int:
     return lg.market.post_job(b"\x11" * 32, 0, num_leaves, bounty, stake, window, sender=lg.poster)
 
 

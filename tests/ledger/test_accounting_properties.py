@@ -62,6 +62,8 @@ WHO = st.integers(0, 4)  # picks a node
 SEED = st.integers(0, 2**32)
 WINDOW = 2 * 3600
 MAX_LIVE_JOBS = 3  # few at a time, so that each one gets far
+# Just past each deadline the contracts know, plus a full unbonding delay.
+WAITS = [1, ROUND_TIMEOUT + 1, VOTE_TIMEOUT + 1, COMMIT_TIMEOUT + 1, WINDOW + 1, UNBOND_DELAY]
 
 
 @dataclass
@@ -319,7 +321,7 @@ class LedgerMachine(RuleBasedStateMachine):
         job = self._pick(j)
         self._do(job, self.m, "finalize", job.id, sender=self.nodes[who])
 
-    @rule(seconds=st.sampled_from([1, ROUND_TIMEOUT + 1, VOTE_TIMEOUT + 1, COMMIT_TIMEOUT + 1, WINDOW + 1, UNBOND_DELAY]))
+    @rule(seconds=st.sampled_from(WAITS))
     def wait(self, seconds):
         boa.env.time_travel(seconds=seconds)
 

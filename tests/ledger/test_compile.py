@@ -53,7 +53,7 @@ def test_every_contract_compiles_like_boa_compiles_it(cache):
     assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == sorted(CONTRACT_NAMES)
 
 
-def test_compiled_bytecode_deploys_and_runs():
+def test_compiled_bytecode_deploys_and_runs(cache):
     c = compile_contract("Token")
     me = boa.env.eoa
     args = encode(["string", "string", "address"], ["credits", "CR", me])
@@ -80,8 +80,17 @@ def test_disk_cache_hit_skips_the_compiler(sources, tmp_path, monkeypatch):
     assert compile_from_dir(sources, "Token", tmp_path / "c") == first
 
 
-@pytest.mark.parametrize("garbage", ["", "{not json", '{"name": "Token"}', '{"name": "Other", "abi": [], "bytecode": "00"}',
-                                     '{"name": "Token", "abi": [], "bytecode": "zz"}', "[1, 2]"])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "",
+        "{not json",
+        "[1, 2]",
+        '{"name": "Token"}',
+        '{"name": "Other", "abi": [], "bytecode": "00"}',
+        '{"name": "Token", "abi": [], "bytecode": "zz"}',
+    ],
+)
 def test_corrupt_cache_entry_is_ignored_and_rewritten(sources, tmp_path, garbage):
     good = compile_from_dir(sources, "Token", tmp_path / "c")
     (entry,) = (tmp_path / "c").iterdir()
@@ -98,7 +107,8 @@ def test_any_source_edit_changes_the_key(sources):
 
 
 def test_compile_errors_name_the_contract(sources):
-    (sources / "Token.vy").write_text("#pragma version ~=0.4.3\n@external\ndef f() -> uint256:\n    return undefined_name\n")
+    broken = "#pragma version ~=0.4.3\n@external\ndef f() -> uint256:\n    return undefined_name\n"
+    (sources / "Token.vy").write_text(broken)
     with pytest.raises(LedgerCompileError, match=r"contract Token failed to compile.*undefined_name"):
         compile_from_dir(sources, "Token")
     with pytest.raises(LedgerCompileError, match="no Missing.vy"):
@@ -110,12 +120,28 @@ def test_unknown_contract_name():
         compile_contract("Nope")
 
 
+def _other_tests_text() -> str:
+    return "".join(p.read_text() for p in TESTS_DIR.glob("test_*.py") if p.name != Path(__file__).name)
+
+
+def test_every_external_function_is_called(cache):
+    """Each function in each contract's ABI is called somewhere in these tests."""
+    tests = _other_tests_text()
+    uncalled = [
+        f"{name}.{fn['name']}"
+        for name in CONTRACT_NAMES
+        for fn in compile_contract(name).abi
+        if fn["type"] == "function" and f".{fn['name']}(" not in tests
+    ]
+    assert not uncalled, f"functions no test calls: {uncalled}"
+
+
 def test_every_revert_reason_is_tested():
     """A new `assert ..., "reason"` in a contract must come with a test that hits it."""
     reasons = set()
     for src in CONTRACTS_DIR.glob("*.vy"):
-        reasons |= set(re.findall(r'^\s*assert .*, "([^"]+)"\s*$', src.read_text(), flags=re.M))
+        reasons |= set(re.findall(r'^\s*assert .*, "([^"]+)"\s*$', src.read_text(), flags=re.MULTILINE))
     assert len(reasons) > 40  # the pattern still matches the contracts' style
-    tests = "".join(p.read_text() for p in TESTS_DIR.glob("test_*.py") if p.name != Path(__file__).name)
+    tests = _other_tests_text()
     untested = sorted(r for r in reasons if f'"{r}"' not in tests)
     assert not untested, f"revert reasons no test hits: {untested}"

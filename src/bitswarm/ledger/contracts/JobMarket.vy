@@ -602,5 +602,5 @@ def _draw(job_id: uint256):
     self.disputes[job_id].phase = PHASE_SETTLED
     log DisputeSettled(job_id=job_id, winner=empty(address), loser=empty(address), reason="draw")
     extcall registry.unlock(job.solver, job.solver_stake)
-    pass
+    extcall registry.unlock(d.challenger, job.solver_stake)
     self._pay(job.poster, job.bounty)
