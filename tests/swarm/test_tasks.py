@@ -25,7 +25,7 @@ from bitswarm.swarm.tasks import (
     score,
 )
 
-ALL = DEFAULT_TASKS + (TINY_TASK,)
+ALL = DEFAULT_TASKS + (TINY_TASK, "tiny_count")
 SEED = 2024
 # Index 1 of seed 2024 is a propositional_logic entry whose example_answer is the generator's
 # fallback (a bare variable, scoring 0.05), so the checks use indices where it is a real conclusion.
@@ -109,6 +109,8 @@ def test_garbage_scores_zero_and_hostile_answers_never_raise(mix, name):
     for g in garbage():
         assert score(ref, g, mix) == 0.0, g[:40]
     for h in hostile_answers():
+        if h.strip() == mix.reference_answer(ref):
+            continue  # a short "hostile" answer can be the right one (tiny_count's is often "1")
         t = time.perf_counter()
         s = score(ref, wrap(h), mix)
         assert 0.0 <= s < 1.0 and isinstance(s, float), h[:40]

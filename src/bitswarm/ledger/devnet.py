@@ -58,6 +58,8 @@ from web3.providers.eth_tester.middleware import (
     transaction_result_remapper,
 )
 
+from bitswarm.store.atomic import atomic_write_text, fsync_dir
+
 log = logging.getLogger(__name__)
 
 CHAIN_ID = 131277322940537  # eth-tester's py-evm chain; its eth_chainId answers the same
@@ -176,7 +178,7 @@ class _Journal:
             os.close(self.fd)
             raise DevnetError(f"{path.parent} is in use by another running devnet; stop it or pass another data dir") from None
         if not existed:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def read(self) -> list[dict]:
         """Every complete entry; a partial last line (a write cut short by a crash) is dropped from the file."""
@@ -340,7 +342,7 @@ class Devnet:
             deployment = self._setup(self)
             if not isinstance(deployment, dict):
                 raise TypeError(f"it returned {type(deployment).__name__}, not a dict")
-            _write_json_atomic(self.deployment_path, deployment)
+            atomic_write_text(self.deployment_path, json.dumps(deployment, indent=2, sort_keys=True) + "\n")
         except Exception as exc:
             self.stop()
             raise DevnetError(f"devnet setup failed: {exc}") from exc
@@ -745,22 +747,3 @@ def _error_reply(rid: Any, exc: _RpcError) -> dict:
     if exc.data is not None:
         error["data"] = exc.data
     return {"jsonrpc": "2.0", "id": rid, "error": error}
-
-
-def _write_json_atomic(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
