@@ -70,6 +70,24 @@ def scaling(store, model, mix, root: Path, sizes: list[int]) -> list[dict]:
     return rows
 
 
+def hivemind_comm(store, model, mix, root: Path, settings: PeerSettings, rounds: int) -> dict:
+    """The swarm setting over real libp2p DHTs (two peers on loopback): communication share."""
+    swarm = LocalSwarm(store, model, root / "hivemind", mix, settings, transport="hivemind")
+    try:
+        for i in range(2):
+            swarm.add_peer(f"h{i}")
+        for _ in range(rounds):
+            swarm.run_round()
+        s = swarm.summary()
+    finally:
+        swarm.close()
+    comm = [r["comm_seconds"] for p in swarm.peers.values() for r in p.history]
+    print(f"hivemind: comm {sum(comm) / len(comm) * 1000:.1f} ms per peer-round, {s['comm_fraction']:.2%} of round time",
+          flush=True)
+    return {"peers": 2, "rounds": rounds, "comm_share": s["comm_fraction"],
+            "comm_ms_per_peer_round": round(sum(comm) / len(comm) * 1000, 2)}
+
+
 def plot(swarm: list[float], isolated: list[float], path: Path, ratio: float) -> None:
     import matplotlib
 
@@ -93,6 +111,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--warm-steps", type=int, default=25, help="few on purpose: RL should have room to improve")
     ap.add_argument("--task", default="tiny_count")
+    ap.add_argument("--hivemind-rounds", type=int, default=3, help="rounds of the 2-peer libp2p measurement (0 skips)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--scaling", default="4,8,16,32,64", help="comma-separated swarm sizes; empty to skip")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
@@ -112,6 +131,8 @@ def main() -> None:
         arms_seconds = time.perf_counter() - t
         sizes = [int(x) for x in args.scaling.split(",") if x.strip()]
         scale = scaling(store, model, mix, root, sizes) if sizes else []
+        hm = hivemind_comm(store, model, mix, root, PeerSettings(**{**settings.__dict__, "local": 4, "external": 4}),
+                           args.hivemind_rounds) if args.hivemind_rounds else None
     ratio = swarm["cumulative"] / isolated["cumulative"] if isolated["cumulative"] else float("inf")
     comm = swarm["summary"]["comm_fraction"]
     plot(swarm["reward_per_round"], isolated["reward_per_round"], args.out / "sapo_rewards.png", ratio)
@@ -125,6 +146,7 @@ def main() -> None:
         "rollouts_used_external": swarm["summary"]["rollouts_used_external"],
         "arms_seconds": round(arms_seconds, 1),
         "scaling": scale,
+        "hivemind": hm,
     }
     (args.out / "sapo.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "reward_per_round"}, indent=2))
