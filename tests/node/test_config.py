@@ -77,3 +77,14 @@ def test_home_resolution(monkeypatch, tmp_path):
     assert resolve_home(tmp_path / "x") == tmp_path / "x"
     monkeypatch.delenv("BITSWARM_HOME")
     assert resolve_home().name == ".bitswarm"
+
+
+def test_rpc_endpoint_from_bitswarm_rpc(tmp_path, monkeypatch):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('rpc_url = "http://file:1"\n')
+    assert load_settings(cfg).rpc_url == "http://file:1"
+    monkeypatch.setenv("BITSWARM_RPC", "http://chain.example:8545")
+    assert load_settings(cfg).rpc_url == "http://chain.example:8545"  # the environment beats the file
+    monkeypatch.setenv("BITSWARM_RPC", "ftp://nope")
+    with pytest.raises(ConfigError, match="rpc_url"):
+        load_settings(cfg)
