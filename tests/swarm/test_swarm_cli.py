@@ -100,3 +100,17 @@ def test_swarm_join_with_an_unreachable_bootstrap_is_a_diagnosis(tiny_in_home):
 def test_warm_start_makes_a_new_model(tiny_in_home):
     r = _json(["swarm", "warm-start", "--model", tiny_in_home, "--tasks", "tiny", "--steps", "2", "--json"])
     assert r["cid"].startswith("sha256:") and r["cid"] != tiny_in_home and r["base"] == tiny_in_home
+
+
+@pytest.mark.network
+def test_swarm_run_over_hivemind_tells_how_to_join(tiny_in_home, bitswarm_home):
+    env = {**os.environ, "BITSWARM_HOME": str(bitswarm_home)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bitswarm", "swarm", "run", "--peers", "2", "--rounds", "1", "--model", tiny_in_home,
+         "--transport", "hivemind", "--local", "1", "--group-size", "2", "--max-new-tokens", "4", "--tasks", "tiny",
+         "--json"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "bitswarm swarm join --bootstrap /ip4/127.0.0.1/tcp/" in proc.stderr
+    assert [p["rounds"] for p in json.loads(proc.stdout)["peers"]] == [[0], [0]]

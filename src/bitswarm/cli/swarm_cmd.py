@@ -42,6 +42,14 @@ def _print_round(report: dict) -> None:
               highlight=False)
 
 
+def _print_bootstrap(swarm) -> None:
+    if swarm.transport == "hivemind":
+        first = next(iter(swarm.peers.values()))
+        maddrs = " ".join(f"--bootstrap {m}" for m in first.transport.visible_maddrs())
+        err.print(f"[dim]another machine joins with: bitswarm swarm join {maddrs} --model {swarm.model}[/]",
+                  highlight=False, soft_wrap=True)
+
+
 # Options shared by `run` and `join`, in one place so they cannot drift apart.
 def _common():
     return dict(
@@ -98,7 +106,7 @@ def run(
         work = (workdir or st.home / "swarm" / "local").expanduser().absolute()
         try:
             summary = run_swarm(store, model, work, peers, rounds, mix, settings, transport,
-                                on_report=_print_round)
+                                on_report=_print_round, on_start=_print_bootstrap)
         except TransportError as exc:
             raise UserError(str(exc)) from None
         if as_json:

@@ -131,6 +131,7 @@ def run_swarm(
     swarm_seed: int = 0,
     names: Sequence[str] | None = None,
     on_report: Callable[[dict], None] | None = None,
+    on_start: Callable[[LocalSwarm], None] | None = None,
 ) -> dict:
     swarm = LocalSwarm(store, model, Path(workdir), mix, settings, transport, swarm_seed)
     try:
@@ -138,6 +139,8 @@ def run_swarm(
             swarm.add_peer(name)
         # Rerunning over the same workdir continues where the peers' saved state left off.
         swarm.round = max(p.next_round for p in swarm.peers.values())
+        if on_start:
+            on_start(swarm)
         while swarm.round < rounds:
             swarm.run_round(on_report)
         return swarm.summary()
