@@ -58,7 +58,7 @@ def test_swarm_run_with_a_model_not_in_the_store():
 def test_swarm_join_trains_on_the_swarms_rollouts(tiny_in_home, bitswarm_home):
     """A peer already in the swarm publishes informative groups (one right, one wrong answer);
     `swarm join` from a second node bootstraps from it over libp2p and trains on them."""
-    from bitswarm.swarm.transport import HivemindTransport
+    from bitswarm.swarm.hivemind_transport import HivemindTransport
 
     assert runner.invoke(app, ["identity", "new", "--json"], env={"BITSWARM_PASSPHRASE": "join test phrase"}).exit_code == 0
     key = Ed25519PrivateKey.generate()

@@ -13,7 +13,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bitswarm.node import peer_key
-from bitswarm.swarm import transport as tr
+from bitswarm.swarm import hivemind_transport as tr
+from bitswarm.swarm.hivemind_transport import HivemindTransport
+from bitswarm.swarm.p2p_diagnosis import (
+    EXAMPLE_MADDR,
+    check_bootstrap_maddr,
+    diagnose_p2pd,
+    diagnose_start_failure,
+    p2pd_path,
+)
 from bitswarm.swarm.records import (
     RecordFilter,
     Rollout,
@@ -22,14 +30,10 @@ from bitswarm.swarm.records import (
     public_key_hex,
 )
 from bitswarm.swarm.transport import (
-    HivemindTransport,
     MemoryHub,
     MemoryTransport,
     Transport,
     TransportError,
-    check_bootstrap_maddr,
-    diagnose_p2pd,
-    diagnose_start_failure,
 )
 
 
@@ -106,7 +110,7 @@ def test_malformed_bootstrap_maddr_is_explained(maddr, why):
         check_bootstrap_maddr(maddr)
     e = info.value
     assert e.kind == "bad_maddr" and why in e.problem and maddr in e.problem
-    assert tr.EXAMPLE_MADDR in e.diagnosis
+    assert EXAMPLE_MADDR in e.diagnosis
 
 
 def test_transport_refuses_malformed_bootstrap_before_starting_anything():
@@ -126,7 +130,7 @@ def test_p2pd_diagnosis(tmp_path):
     missing.write_bytes(b"<html>404</html>")
     missing.chmod(missing.stat().st_mode | stat.S_IXUSR)
     assert "not a Linux executable" in diagnose_p2pd(missing).problem
-    assert diagnose_p2pd(tr.p2pd_path()) is None  # the real one, shipped in hivemind's wheel
+    assert diagnose_p2pd(p2pd_path()) is None  # the real one, shipped in hivemind's wheel
 
 
 def test_transport_reports_missing_p2pd(monkeypatch, tmp_path):

@@ -142,7 +142,8 @@ def join(
     """Join an existing swarm over libp2p as this node (its identity's peer key) and train with it."""
     from bitswarm.node import identity, peer_key
     from bitswarm.swarm.peer import SwarmPeer
-    from bitswarm.swarm.transport import HivemindTransport, TransportError
+    from bitswarm.swarm.hivemind_transport import HivemindTransport
+    from bitswarm.swarm.transport import TransportError
 
     with reporting(as_json):
         st = state(ctx)

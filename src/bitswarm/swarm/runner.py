@@ -64,7 +64,7 @@ class LocalSwarm:
     def _transport(self, key: Ed25519PrivateKey):
         if self.transport == "memory":
             return MemoryTransport(self.hub, key)
-        from bitswarm.swarm.transport import HivemindTransport
+        from bitswarm.swarm.hivemind_transport import HivemindTransport
 
         first = next(iter(self.peers.values()), None)
         bootstrap = first.transport.visible_maddrs() if first is not None else []

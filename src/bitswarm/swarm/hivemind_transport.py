@@ -1,0 +1,315 @@
+"""Rollout records on a hivemind DHT (the libp2p daemon ships in hivemind's wheel)."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import signal
+import tempfile
+import threading
+import warnings
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import base58
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bitswarm.swarm.p2p_diagnosis import (
+    check_bootstrap_maddr,
+    diagnose_p2pd,
+    diagnose_start_failure,
+    p2pd_path,
+    public_key_of_peer_id,
+)
+from bitswarm.swarm.records import (
+    MAX_RECORD_BYTES,
+    RecordRejected,
+    decode_verified,
+    public_key_hex,
+)
+from bitswarm.swarm.transport import TransportError, _forget_old
+
+log = logging.getLogger(__name__)
+
+ROUND_KEY = "bitswarm/rollouts/{round}"
+# Subkeys one peer may use per round key. Peers admit only a few records per peer and round
+# (RecordFilter), so this only bounds what a peer can make every other peer download.
+MAX_PUBLISHES_PER_ROUND = 64
+_SUBKEY = re.compile(r"^([0-9a-f]{64}):(\d{1,6})$")
+
+
+def _import_hivemind() -> Any:
+    # hivemind's import runs torch.jit.script, which warns about its own deprecation.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import hivemind
+
+    return hivemind
+
+
+def _signed_record_validator(max_bytes: int) -> Any:
+    """A hivemind validator that keeps the DHT's round keys to signed records under their author's subkey.
+
+    Without it anyone could overwrite "<victim key>:<n>" (the later expiration wins) or replace
+    a whole round with a plain value, censoring others. With it every honest node refuses to
+    store, and drops from answers, any value that is not a dictionary entry "<key hex>:<n>"
+    (n < MAX_PUBLISHES_PER_ROUND) holding a record signed by that key. This makes the DHT
+    single-purpose: do not run other hivemind features on it.
+    """
+    from hivemind.dht.validation import DHTRecord, RecordValidatorBase
+    from hivemind.utils.serializer import MSGPackSerializer
+
+    class SignedRecordValidator(RecordValidatorBase):
+        def validate(self, record: DHTRecord) -> bool:
+            try:
+                subkey = MSGPackSerializer.loads(record.subkey)
+                blob = MSGPackSerializer.loads(record.value)
+            except Exception:  # noqa: BLE001  (any undecodable value is just invalid)
+                return False
+            m = _SUBKEY.match(subkey) if isinstance(subkey, str) else None
+            if m is None or int(m.group(2)) >= MAX_PUBLISHES_PER_ROUND or not isinstance(blob, bytes):
+                return False
+            try:
+                return decode_verified(blob, max_bytes=max_bytes).peer == m.group(1)
+            except RecordRejected:
+                return False
+
+    return SignedRecordValidator()
+
+
+def _child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc); [] elsewhere."""
+    out = []
+    for entry in Path("/proc").glob("[0-9]*/stat") if Path("/proc").is_dir() else []:
+        try:
+            stat = entry.read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            out.append(int(entry.parent.name))
+    return out
+
+
+def _kill_if_live_p2pd(pid: int) -> None:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        if cmd.endswith(b"p2pd") and state != "Z":
+            os.kill(pid, signal.SIGTERM)
+    except (OSError, IndexError):
+        pass
+
+
+def _stop_dht(dht: Any) -> None:
+    """Shut a DHT down and make sure its p2pd went with it.
+
+    A DHT killed mid-start-up (our timeout) dies by SIGTERM without running hivemind's cleanup,
+    which would orphan its daemon; we collect the daemon's pid first and end it ourselves.
+    """
+    children = _child_pids(dht.pid) if dht.pid else []
+    try:
+        dht.shutdown()
+    except Exception as e:  # noqa: BLE001  (dead already, or its pipe is gone: the sweep below still runs)
+        log.debug("DHT shutdown: %r", e)
+    for pid in children:
+        _kill_if_live_p2pd(pid)
+
+
+_LIVE: weakref.WeakSet[HivemindTransport] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # Registered after multiprocessing's own exit hook, so it runs first: the DHT process is
+    # shut down cleanly (taking p2pd with it) instead of being SIGTERMed as a daemonic child.
+    for transport in list(_LIVE):
+        transport.close()
+
+
+class HivemindTransport:
+    """Records on a hivemind DHT: round r's blobs are subkeys "<peer key hex>:<n>" of key
+    "bitswarm/rollouts/<r>", stored with an expiration of `expiration_s`.
+
+    The libp2p identity is `priv` itself: hivemind's identity_path takes a libp2p protobuf
+    private key, and an Ed25519 one works, so the daemon's peer id is the 12D3KooW... id of our
+    key (checked at start). The key file lives in a private temporary directory only until the
+    daemon has read it.
+
+    `dht_options` go to hivemind.DHT / DHTNode / P2P as they are (e.g. announce_maddrs).
+    """
+
+    def __init__(
+        self,
+        priv: Ed25519PrivateKey,
+        *,
+        initial_peers: Sequence[str] = (),
+        host_maddrs: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",),
+        expiration_s: float = 600,
+        start_timeout_s: float = 30,
+        op_timeout_s: float = 60,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        dht_options: Mapping[str, Any] | None = None,
+    ):
+        self.peer_key = public_key_hex(priv)
+        self.expiration_s = expiration_s
+        self.op_timeout_s = op_timeout_s
+        self.max_record_bytes = max_record_bytes
+        self.failed_publishes = 0
+        self._seq: dict[int, int] = {}
+        self._lock = threading.Lock()  # DHT calls go down one pipe; keep threads from interleaving
+        self._dht: Any = None
+
+        problem = diagnose_p2pd(p2pd_path())
+        if problem is not None:
+            raise problem
+        peers = [check_bootstrap_maddr(m) for m in initial_peers]
+        hosts = [str(m) for m in host_maddrs]
+        hivemind = _import_hivemind()
+        self._get_dht_time = hivemind.utils.get_dht_time
+
+        with tempfile.TemporaryDirectory(prefix="bitswarm-p2p-") as tmp:  # mode 0700
+            identity = os.path.join(tmp, "identity.key")
+            fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(_libp2p_private_key(priv))
+            dht = hivemind.DHT(
+                initial_peers=peers or None,
+                start=False,
+                host_maddrs=hosts,
+                identity_path=identity,
+                # hivemind's "is this identity taken" probe parses the key file as RSA and
+                # fails on Ed25519; it also starts a second daemon. Our key is ours alone.
+                check_if_identity_free=False,
+                startup_timeout=start_timeout_s,
+                record_validators=[_signed_record_validator(max_record_bytes)],
+                **dict(dht_options or {}),
+            )
+            try:
+                # The DHT process is forked here and keeps these filters: hivemind's P2P.create
+                # calls the deprecated importlib.resources.path, warning on every start.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    # P2P gives up at start_timeout_s; the margin covers the DHT's bootstrap pings.
+                    dht.run_in_background(await_ready=True, timeout=start_timeout_s + 15)
+            except BaseException as e:
+                _stop_dht(dht)
+                if not isinstance(e, Exception):
+                    raise
+                raise diagnose_start_failure(
+                    e, host_maddrs=hosts, initial_peers=peers, timeout_s=start_timeout_s
+                ) from e
+        self._dht = dht
+        _LIVE.add(self)
+
+        peer_id = self._call(dht.run_coroutine, _daemon_peer_id)
+        if public_key_of_peer_id(peer_id) != bytes.fromhex(self.peer_key):
+            self.close()
+            raise TransportError(
+                "identity",
+                f"the p2p daemon runs as {base58.b58encode(peer_id).decode()}, not as our key {self.peer_key}",
+                "hivemind did not load the identity file; check that this hivemind version accepts "
+                "Ed25519 libp2p keys in identity_path.",
+            )
+        self.peer_id = base58.b58encode(peer_id).decode()
+
+    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """A DHT call with a deadline: a dead DHT process would otherwise block us forever."""
+        if self._dht is None:
+            raise RuntimeError("transport is closed")
+        if not self._dht.is_alive():
+            raise TransportError("dht_dead", "the DHT process is no longer running", "restart the node")
+        future = method(*args, return_future=True, **kwargs)
+        try:
+            return future.result(timeout=self.op_timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise TransportError(
+                "dht_dead",
+                f"the DHT did not answer within {self.op_timeout_s:g} s",
+                "the DHT process is stuck or overloaded; restart the node, or raise op_timeout_s",
+            ) from None
+
+    def visible_maddrs(self) -> list[str]:
+        """Addresses other peers can bootstrap from, each ending in /p2p/<our peer id>."""
+        with self._lock:
+            return [str(m) for m in self._call(self._dht.run_coroutine, _visible_maddrs)]
+
+    def publish(self, round: int, blob: bytes) -> None:
+        # Fail here, loudly, on what every DHT node (ourselves included) would silently refuse.
+        record = decode_verified(bytes(blob), max_bytes=self.max_record_bytes)
+        if record.peer != self.peer_key:
+            raise ValueError("can only publish records signed by this transport's key")
+        with self._lock:
+            n = self._seq.get(round, 0)
+            if n >= MAX_PUBLISHES_PER_ROUND:
+                raise TransportError(
+                    "publish_limit",
+                    f"already published {n} blobs for round {round}",
+                    f"DHT nodes accept at most {MAX_PUBLISHES_PER_ROUND} per peer and round; "
+                    "batch rollouts into fewer records",
+                )
+            self._seq[round] = n + 1
+            _forget_old(self._seq)
+            ok = self._call(
+                self._dht.store,
+                key=ROUND_KEY.format(round=round),
+                subkey=f"{self.peer_key}:{n}",
+                value=bytes(blob),
+                expiration_time=self._get_dht_time() + self.expiration_s,
+            )
+        if not ok:  # no node (not even ours) took it; the swarm goes on without this record
+            self.failed_publishes += 1
+            log.warning("DHT store for round %d failed (%d failed so far)", round, self.failed_publishes)
+
+    def gather(self, round: int) -> list[bytes]:
+        with self._lock:
+            found = self._call(self._dht.get, ROUND_KEY.format(round=round), latest=True)
+        if found is None or not isinstance(found.value, dict):
+            return []
+        blobs = []
+        for subkey, item in sorted(found.value.items(), key=lambda kv: str(kv[0])):
+            m = _SUBKEY.match(subkey) if isinstance(subkey, str) else None
+            if m and m.group(1) != self.peer_key and isinstance(item.value, bytes):
+                blobs.append(item.value)
+        return blobs
+
+    def close(self) -> None:
+        dht, self._dht = self._dht, None
+        if dht is not None:
+            _LIVE.discard(self)
+            _stop_dht(dht)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_dht", None) is not None:
+            self.close()
+
+
+async def _daemon_peer_id(_dht: Any, node: Any) -> bytes:
+    return node.peer_id.to_bytes()
+
+
+async def _visible_maddrs(_dht: Any, node: Any) -> list[Any]:
+    return await node.get_visible_maddrs()
+
+
+def _libp2p_private_key(priv: Ed25519PrivateKey) -> bytes:
+    """The key as p2pd loads it: libp2p's protobuf PrivateKey, Ed25519 data = seed || public key."""
+    from cryptography.hazmat.primitives import serialization
+    from hivemind.proto import crypto_pb2
+
+    seed = priv.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    data = seed + bytes.fromhex(public_key_hex(priv))
+    return crypto_pb2.PrivateKey(key_type=crypto_pb2.KeyType.Ed25519, data=data).SerializeToString()
