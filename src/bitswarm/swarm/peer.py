@@ -33,6 +33,7 @@ from bitswarm.swarm.transport import Transport
 log = logging.getLogger(__name__)
 STATE_FILE = "peer.json"
 ROLLOUTS_PER_RECORD = 16
+MAX_SEEN = 100_000  # blob hashes remembered to skip re-gathered blobs (32 B each: ~5 MB at most)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,8 @@ class SwarmPeer:
             if first is None:
                 self._seen[h] = round_key
                 out.append(blob)
+        while len(self._seen) > MAX_SEEN:  # sybil floods: forget the oldest sightings first
+            del self._seen[next(iter(self._seen))]
         return out
 
     def _gather(self, round_: int) -> list[Group]:
