@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from bitswarm.ledger.client import DISPUTE_PHASE, Ledger
 from bitswarm.ledger.errors import RevertError
 from bitswarm.repro.hashing import merkle_root
-from bitswarm.verify import merkle
 from bitswarm.verify.dispute import Party, rule
-from bitswarm.verify.trace import chain_digests
 
 
 def result_root(party: Party) -> str:
@@ -51,19 +49,18 @@ class ChainParty:
                 return f"step {d['index']}"
             if phase == "trace" and d[f"{self.role}_trace_root"] == b"\x00" * 32:
                 step = d["disputed_step"] + 1
-                if self.party.trace_root(step) is None:
+                root = self.party.trace_root(step)
+                if root is None:
                     return None
-                digests = chain_digests(self.party.trace(step)["records"])
-                self.ledger.commit_trace(self.job_id, merkle_root(digests), len(digests))
+                self.ledger.commit_trace(self.job_id, root, len(self.party.trace(step)["records"]))
                 return f"trace of step {step}"
             if phase == "op" and not answered:
-                step = d["disputed_step"] + 1
-                if self.party._silent():
+                got = self.party.op_record(d["disputed_step"] + 1, d["index"])
+                if got is None:
                     return None
-                digests = chain_digests(self.party.trace(step)["records"])
-                i = d["index"]
-                self.ledger.respond_op(self.job_id, digests[i], [sib for _, sib in merkle.proof(digests, i)])
-                return f"op {i}"
+                _, digest, proof = got
+                self.ledger.respond_op(self.job_id, digest, [sib for _, sib in proof])
+                return f"op {d['index']}"
         except RevertError:
             self.refused += 1
             return None

@@ -58,8 +58,21 @@ def load(store: BlobStore, cid: str, backend: str = "repro"):
         params = load_params(path, cfg)
     except (ModelError, ModelConfigError) as e:
         raise ModelError(f"{cid} is not a model repro can run: {e}") from None
-    tok = AutoTokenizer.from_pretrained(path)
-    return Llama(cfg, params, get_backend(BACKENDS[backend])), tok
+    return Llama(cfg, params, get_backend(BACKENDS[backend])), AutoTokenizer.from_pretrained(path)
+
+
+def load_tokenizer(store: BlobStore, cid: str):
+    """A stored model's tokenizer alone, without loading its weights."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(store.checkout(cid))
+
+
+def render_prompt(tok, prompt: str, chat: bool) -> str:
+    """The prompt as the model sees it, as text: the chat template applied when asked and present."""
+    if chat and tok.chat_template:
+        return tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+    return prompt
 
 
 def encode_prompt(tok, prompt: str, chat: bool) -> list[int]:

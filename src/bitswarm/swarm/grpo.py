@@ -61,6 +61,20 @@ def rows_jsonl(rows: list[Row]) -> bytes:
     )
 
 
+def train_and_store(
+    store: BlobStore, model: str, rows: list[Row], out: Path, fields: dict, *, order: str, label: str,
+    micro_batch: int | None = None, backend: str = "numba",
+) -> tuple[str, dict, str]:
+    """Train `model` on `rows` as a `grpo` job with these other spec fields, and store the
+    trained policy; returns (its CID, the run's result, the rollout dataset's CID)."""
+    dataset = store.put_bytes(rows_jsonl(rows), label=label)
+    spec = parse_spec({"model": model, "dataset": {"kind": "cid", "cid": dataset, "order": order}, "loss": "grpo",
+                       **fields})
+    result = run_training(store, spec, out, backend=backend, micro_batch=micro_batch)
+    state = TrainState.load(latest_checkpoint(out))
+    return store_trained(store, model, state.params, label=label), result, dataset
+
+
 def update(
     store: BlobStore,
     model: str,
@@ -80,22 +94,15 @@ def update(
     steps move every weight by about lr whatever the gradient, so several per round overshoot."""
     if not rows:
         raise ValueError("a GRPO update needs at least one rollout")
-    dataset = store.put_bytes(rows_jsonl(rows), label="rollouts")
     mb = next(d for d in range(min(micro_batch, len(rows)), 0, -1) if len(rows) % d == 0)
-    spec = parse_spec({
-        "model": model,
-        "dataset": {"kind": "cid", "cid": dataset, "order": "sequential"},
+    new_model, result, dataset = train_and_store(store, model, rows, out, {
         "seq_len": seq_len,
         "steps": 1,
         "global_batch": len(rows),
         "lr": {"peak": lr, "schedule": "constant"},
         "optimizer": {"weight_decay": 0.0, "grad_clip": 1.0},
         "seed": seed % 2**64,
-        "loss": "grpo",
         "checkpoint_every": 10_000,
-    })
-    result = run_training(store, spec, out, backend=backend, micro_batch=mb)
-    state = TrainState.load(latest_checkpoint(out))
-    new_model = store_trained(store, model, state.params, label="swarm-policy")
+    }, order="sequential", label="swarm-policy", micro_batch=mb, backend=backend)
     transcript, _ = build_transcript(store, out)
-    return Update(new_model, out, transcript, result["step_hashes_root"], dataset, spec.steps)
+    return Update(new_model, out, transcript, result["step_hashes_root"], dataset, 1)

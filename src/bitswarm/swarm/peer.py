@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -126,10 +126,9 @@ class SwarmPeer:
     def _render(self, tok, ref: TaskRef) -> str:
         """The prompt exactly as the policy sees it (chat template applied), as text: training
         re-tokenizes this text, so it must be the same context generation used."""
-        text = self.mix.prompt(ref)
-        if self.settings.chat and tok.chat_template:
-            return tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
-        return text
+        from bitswarm.models.generate import render_prompt
+
+        return render_prompt(tok, self.mix.prompt(ref), self.settings.chat)
 
     def _generate(self, refs: list[TaskRef], round_: int, model, tok) -> list[Group]:
         from bitswarm.repro import generate as rgen

@@ -9,35 +9,26 @@ which is where RL has something to improve. The run is an ordinary verifiable tr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from bitswarm.jobs.spec import parse_spec
-from bitswarm.jobs.train_job import run_training
-from bitswarm.models.importer import store_trained
-from bitswarm.repro.train import TrainState, latest_checkpoint
+from bitswarm.models.generate import load_tokenizer, render_prompt
 from bitswarm.store import BlobStore
+from bitswarm.swarm.grpo import Row, train_and_store
 from bitswarm.swarm.tasks import TaskMix
 
 
-def sft_rows(store: BlobStore, model: str, mix: TaskMix, n: int, seed: int) -> tuple[list[dict], int]:
+def sft_rows(store: BlobStore, model: str, mix: TaskMix, n: int, seed: int) -> tuple[list[Row], int]:
     """n (chat-rendered prompt, answer) pairs as positive-advantage rollouts, and the longest's token count.
 
     Trained with the GRPO loss at advantage 1 and ratio 1 (no old log-probs), which is plain
     supervised learning on the answer tokens alone: the long shared prompt costs no capacity."""
-    from bitswarm.models.generate import load
-
-    _, tok = load(store, model, "repro")
-    rows = []
-    for ref in mix.sample(seed, -1, "warm-start", n):
-        prompt = mix.prompt(ref)
-        if tok.chat_template:
-            prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             tokenize=False)
-        end = tok.eos_token or ""
-        rows.append({"prompt": prompt, "completion": f"<answer>{mix.reference_answer(ref)}</answer>{end}",
-                     "advantage": 1.0})
-    longest = max(len(tok(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"]) for r in rows)
+    tok = load_tokenizer(store, model)
+    end = tok.eos_token or ""
+    rows = [
+        Row(render_prompt(tok, mix.prompt(ref), chat=True), f"<answer>{mix.reference_answer(ref)}</answer>{end}", 1.0)
+        for ref in mix.sample(seed, -1, "warm-start", n)
+    ]
+    longest = max(len(tok(r.prompt + r.completion, add_special_tokens=False)["input_ids"]) for r in rows)
     return rows, longest
 
 
@@ -47,18 +38,12 @@ def warm_start(
 ) -> str:
     """The CID of `model` after `steps` supervised steps on the mix's prompts and answers."""
     rows, longest = sft_rows(store, model, mix, examples, seed)
-    data = store.put_bytes("".join(json.dumps(r) + "\n" for r in rows).encode(), label="warm-start")
-    spec = parse_spec({
-        "model": model,
-        "dataset": {"kind": "cid", "cid": data},
+    trained, _, _ = train_and_store(store, model, rows, out, {
         "seq_len": max(2, longest - 1),
         "steps": steps,
         "global_batch": batch,
         "lr": {"peak": lr, "warmup_steps": min(5, steps - 1), "schedule": "linear", "min_lr": lr / 10},
         "seed": seed,
-        "loss": "grpo",
         "checkpoint_every": steps,
-    })
-    run_training(store, spec, out)
-    state = TrainState.load(latest_checkpoint(out))
-    return store_trained(store, model, state.params, label="warm-start")
+    }, order="sampled", label="warm-start")
+    return trained
