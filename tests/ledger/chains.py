@@ -51,10 +51,7 @@ def start_devnet(data_dir: Path) -> Chain:
     from bitswarm.ledger.devnet import Devnet
     from bitswarm.ledger.faucet import setup_devnet
 
-    net = Devnet(
-        data_dir, port=0,
-        setup=lambda n: setup_devnet(n.url, n.dev_accounts[0][1], [a for a, _ in n.dev_accounts], FAST),
-    )
+    net = Devnet(data_dir, port=0, setup=lambda n: setup_devnet(n, FAST))
     net.start()
     dep = Deployment.from_json(net.deployment, "devnet")
     return Chain("devnet", net.url, dep, [k for _, k in net.dev_accounts], stop=net.stop)

@@ -66,8 +66,7 @@ def test_a_dropped_connection_is_retried(tmp_path):
     port = free_port()
 
     def make():
-        return Devnet(tmp_path / "d", port=port,
-                      setup=lambda n: setup_devnet(n.url, n.dev_accounts[0][1], [a for a, _ in n.dev_accounts]))
+        return Devnet(tmp_path / "d", port=port, setup=setup_devnet)
 
     net = make()
     net.start()

@@ -82,7 +82,7 @@ def devnet(
 
         def setup(net: Devnet) -> dict:
             err.print("[dim]first start: deploying bitswarm's contracts…[/]")
-            return setup_devnet(net.url, net.dev_accounts[0][1], [a for a, _ in net.dev_accounts])
+            return setup_devnet(net)
 
         net = Devnet(data_dir, port=port, setup=setup)
         try:

@@ -35,6 +35,11 @@ def _mix(tasks: str):
         raise UserError(str(exc)) from None
 
 
+def _require_model(store, model: str) -> None:
+    if not store.has(model):
+        raise UserError(f"model {model} is not in the store; import one with `bitswarm model import`")
+
+
 def _print_round(report: dict) -> None:
     used = f"{report['local_groups']} local + {report['external_groups']} external groups"
     err.print(f"round {report['round']:>3}  {report['peer']:<10} reward {report['reward']:.3f}  "
@@ -101,8 +106,7 @@ def run(
         settings = _settings(local, external, group_size, max_new_tokens, temperature, lr, backend, task_seed)
         mix = _mix(tasks)
         store = st.store()
-        if not store.has(model):
-            raise UserError(f"model {model} is not in the store; import one with `bitswarm model import`")
+        _require_model(store, model)
         work = (workdir or st.home / "swarm" / "local").expanduser().absolute()
         try:
             summary = run_swarm(store, model, work, peers, rounds, mix, settings, transport,
@@ -150,8 +154,7 @@ def join(
         settings = _settings(local, external, group_size, max_new_tokens, temperature, lr, backend, task_seed)
         mix = _mix(tasks)
         store = st.store()
-        if not store.has(model):
-            raise UserError(f"model {model} is not in the store; import one with `bitswarm model import`")
+        _require_model(store, model)
         ident = identity.load(st.home)
         key = peer_key.decode_private(ident.peer_file.read_bytes())
         coordinator = None
@@ -217,8 +220,7 @@ def warm_start_cmd(
     with reporting(as_json):
         st = state(ctx)
         store = st.store()
-        if not store.has(model):
-            raise UserError(f"model {model} is not in the store; import one with `bitswarm model import`")
+        _require_model(store, model)
         mix = _mix(tasks)
         with stages(not as_json) as stage, tempfile.TemporaryDirectory(dir=store.tmp) as tmp:
             stage(f"{steps} supervised steps")

@@ -173,17 +173,29 @@ class Ledger:
             if reason is None:
                 raise LedgerError(f"{action} failed: {exc}") from exc
             raise RevertError(action, reason) from exc
+        receipt, tx_hash = self._sign_send_wait(action, lambda tx: func.build_transaction(
+            {**tx, "from": sender, "gas": int(gas * 1.25) + 10_000}))
+        if receipt["status"] != 1:
+            raise RevertError(action, self._reason_of_failed(func, sender, receipt["blockNumber"]))
+        return Receipt(
+            tx_hash=tx_hash.hex() if isinstance(tx_hash, bytes) else str(tx_hash),
+            block=receipt["blockNumber"],
+            gas_used=receipt["gasUsed"],
+            events=self._decode_events(receipt),
+        )
+
+    def send_eth(self, to: str, value: int) -> Receipt:
+        """A plain ETH transfer (gas money), through the same nonce and retry handling."""
+        receipt, tx_hash = self._sign_send_wait("ETH transfer", lambda tx: {**tx, "to": to, "value": value, "gas": 21_000})
+        return Receipt(tx_hash=tx_hash.hex(), block=receipt["blockNumber"], gas_used=receipt["gasUsed"])
+
+    def _sign_send_wait(self, action: str, build: Callable[[dict], dict]):
+        """Sign what `build` makes of (nonce, gas price, chain id), send it and wait for its
+        receipt; a refused nonce (another client of this account got there first) resyncs."""
         for attempt in range(3):
             nonce = self._next_nonce()
-            tx = func.build_transaction(
-                {
-                    "from": sender,
-                    "nonce": nonce,
-                    "gas": int(gas * 1.25) + 10_000,
-                    "gasPrice": self._rpc("gas price", lambda: self.w3.eth.gas_price),
-                    "chainId": self.deployment.chain_id,
-                }
-            )
+            tx = build({"nonce": nonce, "gasPrice": self._rpc("gas price", lambda: self.w3.eth.gas_price),
+                        "chainId": self.deployment.chain_id})
             signed = self.account.sign_transaction(tx)
             try:
                 tx_hash = self._send(signed.raw_transaction, signed.hash)
@@ -198,15 +210,7 @@ class Ledger:
                 if reason is not None:
                     raise RevertError(action, reason) from exc
                 raise LedgerError(f"{action}: the chain refused the transaction: {exc}") from exc
-        receipt = self._wait(tx_hash, action)
-        if receipt["status"] != 1:
-            raise RevertError(action, self._reason_of_failed(func, sender, receipt["blockNumber"]))
-        return Receipt(
-            tx_hash=tx_hash.hex() if isinstance(tx_hash, bytes) else str(tx_hash),
-            block=receipt["blockNumber"],
-            gas_used=receipt["gasUsed"],
-            events=self._decode_events(receipt),
-        )
+        return self._wait(tx_hash, action), tx_hash
 
     def _send(self, raw: bytes, expected_hash: bytes) -> bytes:
         """Send once; after a dropped connection the transaction may already be in, so look first."""

@@ -19,13 +19,14 @@ MAX_FUND_ETH = 1000 * 10**18
 MAX_FUND_CREDITS = 1_000_000 * CREDIT
 
 
-def setup_devnet(url: str, deployer_key: str, dev_addresses: list[str], params: DeployParams = DeployParams()) -> dict:
-    """Deploy the contracts and mint credits to every dev account; returns the deployment JSON."""
-    account = Account.from_key(deployer_key)
-    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 60}))
+def setup_devnet(net, params: DeployParams = DeployParams()) -> dict:
+    """A Devnet's first-start hook: deploy the contracts from dev account 0 and mint credits to
+    every dev account; returns the deployment JSON."""
+    account = Account.from_key(net.dev_accounts[0][1])
+    w3 = Web3(Web3.HTTPProvider(net.url, request_kwargs={"timeout": 60}))
     deployment = deploy(w3, account, params)
-    minter = Ledger(url, deployment, account)
-    for addr in dev_addresses:
+    minter = Ledger(net.url, deployment, account)
+    for addr, _ in net.dev_accounts:
         minter.mint(addr, DEV_CREDITS)
     return deployment.to_json()
 
@@ -44,14 +45,7 @@ def fund(url: str, deployer_key: str, deployment: dict, address: str, eth_wei: i
     minter = Ledger(url, Deployment.from_json(deployment, "devnet"), account)
     tx_hashes = []
     if eth_wei:
-        w3 = minter.w3
-        tx = {
-            "to": address, "value": eth_wei, "gas": 21_000, "gasPrice": w3.eth.gas_price,
-            "nonce": w3.eth.get_transaction_count(account.address, "pending"), "chainId": w3.eth.chain_id,
-        }
-        h = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
-        w3.eth.wait_for_transaction_receipt(h, timeout=60, poll_latency=0.05)
-        tx_hashes.append(h.hex())
+        tx_hashes.append(minter.send_eth(address, eth_wei).tx_hash)
     if credits:
         tx_hashes.append(minter.mint(address, credits).tx_hash)
     return {"address": address, "eth": eth_wei, "credits": credits, "transactions": tx_hashes}

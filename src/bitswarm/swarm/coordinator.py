@@ -1,8 +1,7 @@
 """Where a peer records its round: (round, rollout-batch CID, reward, step-hash root).
 
-`ChainCoordinator` submits to the SwarmCoordinator contract; `LocalCoordinator` keeps the same
-rules (one submission per peer per round, participation counts, a best reward per round) in
-memory for swarms run without a chain.
+`ChainCoordinator` submits to the SwarmCoordinator contract; `LocalCoordinator` keeps the
+submissions in memory, one per peer per round as on chain, for swarms run without a chain.
 """
 
 from __future__ import annotations
@@ -33,13 +32,6 @@ class LocalCoordinator:
                 return False
             self.submissions[(round_, peer)] = (rollout_cid, reward, step_root)
             return True
-
-    def participation(self, peer: str) -> int:
-        return sum(1 for (_, p) in self.submissions if p == peer)
-
-    def winner(self, round_: int) -> str | None:
-        entries = [(r, p) for (rd, p), (_, r, _) in self.submissions.items() if rd == round_]
-        return max(entries, key=lambda e: e[0])[1] if entries else None
 
 
 class ChainCoordinator:
