@@ -21,6 +21,8 @@ COMMIT_TIMEOUT = 3600
 ROUND_TIMEOUT = 600
 VOTE_TIMEOUT = 1800
 REFEREE_MIN_STAKE = 100 * E18
+MIN_STAKE = 10 * E18  # the market's floor on a job's solver stake
+SWARM_STAKE = 10 * E18
 UNBOND_DELAY = 7 * 86400
 ROUND_DURATION = 900
 CHALLENGE_WINDOW = 86400
@@ -29,9 +31,10 @@ MINTED = 10_000 * E18  # per actor
 STAKED = 1_000 * E18  # per registered actor
 BOUNTY = 50 * E18
 JOB_STAKE = 20 * E18
+OPS_PER_LEAF = 5  # post_job's default: the op traces the tests build have this many ops
 
 SOLVER, VERIFIER, REFEREE, SWARM = 1, 2, 4, 8
-OPEN, CLAIMED, COMMITTED, DISPUTED, DONE, FAILED, CANCELLED, DRAW = range(1, 9)
+OPEN, CLAIMED, COMMITTED, DISPUTED, DONE, FAILED, CANCELLED = range(1, 8)  # 8 (draw) is retired
 NONE, STEP, TRACE, OP, VOTE, SETTLED = range(6)
 
 
@@ -83,10 +86,12 @@ def deploy_ledger() -> Ledger:
         ROUND_TIMEOUT,
         VOTE_TIMEOUT,
         REFEREE_MIN_STAKE,
+        MIN_STAKE,
     )
-    swarm = boa.load(contract_path("SwarmCoordinator"), registry.address, ROUND_DURATION)
-    registry.set_slasher(market.address, True)
-    registry.set_slasher(swarm.address, True)
+    swarm = boa.load(
+        contract_path("SwarmCoordinator"), registry.address, ROUND_DURATION, SWARM_STAKE, VOTE_TIMEOUT, REFEREE_MIN_STAKE
+    )
+    registry.set_slashers(market.address, swarm.address)
 
     g = boa.env.generate_address
     cast = {
@@ -158,8 +163,10 @@ def diverge(rng: random.Random, leaves: list[str], k: int) -> list[str]:
 # ---------------------------------------------------------------- market helpers
 
 
-def post_job(lg: Ledger, num_leaves=4, bounty=BOUNTY, stake=JOB_STAKE, window=CHALLENGE_WINDOW) -> int:
-    return lg.market.post_job(b"\x11" * 32, 0, num_leaves, bounty, stake, window, sender=lg.poster)
+def post_job(
+    lg: Ledger, num_leaves=4, bounty=BOUNTY, stake=JOB_STAKE, window=CHALLENGE_WINDOW, ops_per_leaf=OPS_PER_LEAF
+) -> int:
+    return lg.market.post_job(b"\x11" * 32, 0, num_leaves, ops_per_leaf, bounty, stake, window, sender=lg.poster)
 
 
 def committed_job(lg: Ledger, leaves: list[str], **kw) -> int:
@@ -209,6 +216,16 @@ def bisect_ops(lg: Ledger, job_id: int, solver_ops: list[str], challenger_ops: l
         logs += answer_op(lg, job_id, lg.solver, solver_ops)
         logs += answer_op(lg, job_id, lg.challenger, challenger_ops)
     return logs
+
+
+def new_referee(lg: Ledger, name: str, stake: int) -> str:
+    """A fresh account with the referee role and `stake` staked (a sybil, or one more judge)."""
+    who = boa.env.generate_address(name)
+    lg.token.mint(who, stake, sender=lg.deployer)
+    lg.token.approve(lg.registry.address, MAX_UINT, sender=who)
+    lg.registry.register(f"peer-{name}", REFEREE, sender=who)
+    lg.registry.stake(stake, sender=who)
+    return who
 
 
 def balances(lg: Ledger, *who: str) -> list[int]:

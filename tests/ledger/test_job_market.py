@@ -1,5 +1,7 @@
 """JobMarket.vy: the job life cycle, the Merkle proof check, and the dispute game played out in
-full (step bisection, trace commits, op bisection, referee votes, settlement) on boa."""
+full (step bisection, trace commits, op bisection, stake-weighted referee votes, settlement,
+vote release) on boa. The adversarial cases (a cheater that plays the game as well as it can)
+are in test_dispute_adversary.py."""
 
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ from .conftest import (
     COMMITTED,
     DISPUTED,
     DONE,
-    DRAW,
+    E18,
     FAILED,
     JOB_STAKE,
+    MIN_STAKE,
     OP,
     OPEN,
+    OPS_PER_LEAF,
     REFEREE,
     REFEREE_MIN_STAKE,
     ROUND_TIMEOUT,
@@ -46,6 +50,7 @@ from .conftest import (
     diverge,
     events,
     false_token,
+    new_referee,
     post_job,
     proof_bytes,
     random_leaves,
@@ -76,7 +81,7 @@ def test_verify_proof_agrees_with_the_python_reference(ledger, n):
     root = bytes.fromhex(root_hex)
     for i, leaf in enumerate(leaves):
         p = proof_bytes(leaves, i)
-        assert verify(leaf, proof(leaves, i), root_hex)
+        assert verify(leaf, proof(leaves, i), root_hex, i, n)
         assert m.verify_proof(bytes.fromhex(leaf), p, i, n, root)
         # The side of each sibling comes from the index, so a valid proof at the wrong index fails
         # (a proof of a different shape may not even have the right length; both must be False).
@@ -110,34 +115,44 @@ def test_deployment_views(ledger):
     m = ledger.market
     assert (m.token(), m.registry()) == (ledger.token.address, ledger.registry.address)
     assert (m.commit_timeout(), m.round_timeout(), m.vote_timeout()) == (COMMIT_TIMEOUT, ROUND_TIMEOUT, VOTE_TIMEOUT)
-    assert m.referee_min_stake() == REFEREE_MIN_STAKE
+    assert (m.referee_min_stake(), m.min_stake()) == (REFEREE_MIN_STAKE, MIN_STAKE)
     assert m.next_job_id() == 1
+
+
+def test_min_stake_must_be_positive(ledger):
+    with boa.reverts("market: zero min stake"):
+        boa.load(contract_path("JobMarket"), ledger.token.address, ledger.registry.address, 1, 1, 1, 0, 0)
 
 
 def test_post_job_escrows_the_bounty(ledger):
     m, t = ledger.market, ledger.token
     before = t.balanceOf(ledger.poster)
-    job_id = m.post_job(CID, 1, 9, BOUNTY, JOB_STAKE, 3600, sender=ledger.poster)
+    job_id = m.post_job(CID, 1, 9, 7, BOUNTY, JOB_STAKE, 3600, sender=ledger.poster)
     (ev,) = events(m, "JobPosted")
     assert job_id == 1 and m.next_job_id() == 2
-    assert (ev.job_id, ev.poster, ev.spec_cid, ev.kind, ev.num_leaves) == (1, ledger.poster, CID, 1, 9)
+    assert (ev.job_id, ev.poster, ev.spec_cid, ev.kind, ev.num_leaves, ev.ops_per_leaf) == (1, ledger.poster, CID, 1, 9, 7)
     assert (ev.bounty, ev.solver_stake, ev.challenge_window) == (BOUNTY, JOB_STAKE, 3600)
     assert t.balanceOf(ledger.poster) == before - BOUNTY and t.balanceOf(m.address) == BOUNTY
     job = m.get_job(1)
-    assert (job.poster, job.status, job.num_leaves, job.solver) == (ledger.poster, OPEN, 9, ZERO)
+    assert (job.poster, job.status, job.num_leaves, job.ops_per_leaf, job.solver) == (ledger.poster, OPEN, 9, 7, ZERO)
     assert post_job(ledger) == 2
 
 
 @pytest.mark.parametrize(
     "args, reason",
     [
-        ((b"\x00" * 32, 0, 1, 1, 0, 1), "market: empty spec cid"),
-        ((CID, 3, 1, 1, 0, 1), "market: bad kind"),
-        ((CID, 0, 0, 1, 0, 1), "market: bad leaf count"),
-        ((CID, 0, 2**32 + 1, 1, 0, 1), "market: bad leaf count"),
-        ((CID, 0, 1, 0, 0, 1), "market: zero bounty"),
-        ((CID, 0, 1, 1, 0, 0), "market: bad challenge window"),
-        ((CID, 0, 1, 1, 0, 30 * 86400 + 1), "market: bad challenge window"),
+        ((b"\x00" * 32, 0, 1, 1, 1, MIN_STAKE, 1), "market: empty spec cid"),
+        ((CID, 3, 1, 1, 1, MIN_STAKE, 1), "market: bad kind"),
+        ((CID, 0, 0, 1, 1, MIN_STAKE, 1), "market: bad leaf count"),
+        ((CID, 0, 2**32 + 1, 1, 1, MIN_STAKE, 1), "market: bad leaf count"),
+        ((CID, 0, 1, 0, 1, MIN_STAKE, 1), "market: bad op count"),
+        ((CID, 0, 1, 2**32 + 1, 1, MIN_STAKE, 1), "market: bad op count"),
+        ((CID, 0, 1, 1, 0, MIN_STAKE, 1), "market: zero bounty"),
+        # Every claim and every challenge must put at least min_stake at risk.
+        ((CID, 0, 1, 1, 1, 0, 1), "market: stake below minimum"),
+        ((CID, 0, 1, 1, 1, MIN_STAKE - 1, 1), "market: stake below minimum"),
+        ((CID, 0, 1, 1, 1, MIN_STAKE, 0), "market: bad challenge window"),
+        ((CID, 0, 1, 1, 1, MIN_STAKE, 30 * 86400 + 1), "market: bad challenge window"),
     ],
 )
 def test_post_job_rejects(ledger, args, reason):
@@ -146,7 +161,7 @@ def test_post_job_rejects(ledger, args, reason):
 
 
 def test_post_job_limits_are_inclusive(ledger):
-    ledger.market.post_job(CID, 2, 2**32, 1, 0, 30 * 86400, sender=ledger.poster)
+    ledger.market.post_job(CID, 2, 2**32, 2**32, 1, MIN_STAKE, 30 * 86400, sender=ledger.poster)
 
 
 def test_post_job_needs_the_bounty(ledger):
@@ -271,9 +286,9 @@ def test_finalize_needs_a_committed_job(ledger):
         ledger.market.finalize(job_id)
 
 
-def test_zero_stake_jobs_work(ledger):
+def test_minimum_stake_jobs_work(ledger):
     leaves = random_leaves(random.Random(2), 3)
-    job_id = committed_job(ledger, leaves, stake=0)
+    job_id = committed_job(ledger, leaves, stake=MIN_STAKE)
     boa.env.time_travel(seconds=CHALLENGE_WINDOW + 1)
     ledger.market.finalize(job_id)
     assert ledger.market.get_job(job_id).status == DONE
@@ -282,11 +297,11 @@ def test_zero_stake_jobs_work(ledger):
 def test_token_returning_false_is_a_revert():
     token = false_token()
     registry = boa.load(contract_path("NodeRegistry"), token.address, 0)
-    market = boa.load(contract_path("JobMarket"), token.address, registry.address, 1, 1, 1, 0)
-    market.post_job(CID, 0, 1, 5, 0, 1)
+    market = boa.load(contract_path("JobMarket"), token.address, registry.address, 1, 1, 1, 0, 1)
+    market.post_job(CID, 0, 1, 1, 5, 1, 1)
     token.set_fail(True)
     with boa.reverts("market: token transfer failed"):
-        market.post_job(CID, 0, 1, 5, 0, 1)
+        market.post_job(CID, 0, 1, 1, 5, 1, 1)
     with boa.reverts("market: token transfer failed"):
         market.cancel_job(1)
 
@@ -306,6 +321,11 @@ def test_challenge_checks(ledger):
         m.challenge(job_id, other, sender=ledger.referees[0])
     with boa.reverts("market: solver cannot challenge"):
         m.challenge(job_id, other, sender=ledger.solver)
+    # The poster is paid back when the solver loses: it may not be the one it loses to.
+    ledger.registry.register("poster-peer", 2, sender=ledger.poster)
+    ledger.registry.stake(JOB_STAKE, sender=ledger.poster)
+    with boa.reverts("market: poster cannot challenge"):
+        m.challenge(job_id, other, sender=ledger.poster)
     with boa.reverts("market: empty root"):
         m.challenge(job_id, b"\x00" * 32, sender=ledger.challenger)
     with boa.reverts("market: root agrees with result"):
@@ -327,6 +347,7 @@ def test_challenge_checks(ledger):
 
     # One challenge per job.
     ledger.registry.register("late", 2, sender=ledger.outsider)
+    ledger.registry.stake(JOB_STAKE, sender=ledger.outsider)
     with boa.reverts("market: job not committed"):
         m.challenge(job_id, other, sender=ledger.outsider)
 
@@ -347,9 +368,31 @@ def test_challenger_needs_free_stake(ledger):
         ledger.market.challenge(job_id, b"\x01" * 32, sender=ledger.challenger)
 
 
+def test_an_unstaked_verifier_cannot_challenge(ledger):
+    """Every job stakes at least min_stake, so a challenge always puts stake at risk: a fresh,
+    unstaked verifier account cannot challenge for free."""
+    job_id = committed_job(ledger, random_leaves(random.Random(60), 2), stake=MIN_STAKE)
+    ledger.registry.register("fresh", 2, sender=ledger.outsider)
+    with boa.reverts("registry: insufficient free stake"):
+        ledger.market.challenge(job_id, b"\x01" * 32, sender=ledger.outsider)
+
+
 # ---------------------------------------------------------------- the dispute game, honestly played
 
+EMPTY = b"\x00" * 32
 STEP_CASES = [(t, k) for t in (1, 2, 7, 16) for k in sorted({0, t // 2, t - 1})]
+
+
+def _b(hex_leaf: str) -> bytes:
+    return bytes.fromhex(hex_leaf)
+
+
+def _release_all(lg, job_id: int, referees) -> list:
+    logs = []
+    for r in referees:
+        lg.market.release_vote(job_id, r, sender=lg.outsider)  # anyone may release anyone's vote
+        logs += lg.market.get_logs()
+    return logs
 
 
 @pytest.mark.parametrize("n_leaves, k", STEP_CASES)
@@ -372,16 +415,22 @@ def test_full_game_solver_wrong_at_step_k(ledger, n_leaves, k):
     assert (d.phase, d.disputed_step, d.lo, d.hi) == (TRACE, k, k, k)
     assert d.deadline == boa.env.timestamp + ROUND_TIMEOUT
     assert not d.solver_answered and not d.challenger_answered
+    # The evidence the referee needs: the agreed state before step k and each side's after.
+    assert d.before == (_b(truth[k - 1]) if k else EMPTY)
+    assert (d.solver_after, d.challenger_after) == (_b(wrong[k]), _b(truth[k]))
 
-    # Op traces of step k: same length, first different op at j.
-    ops = random_leaves(rng, 5)
-    j = rng.randrange(5)
-    logs = bisect_ops(ledger, job_id, diverge(rng, ops, j), ops)
+    # Op traces of step k: first different op at j.
+    ops = random_leaves(rng, OPS_PER_LEAF)
+    j = rng.randrange(OPS_PER_LEAF)
+    wrong_ops = diverge(rng, ops, j)
+    logs = bisect_ops(ledger, job_id, wrong_ops, ops)
     (op_found,) = events(logs, "OpFound")
     assert (op_found.job_id, op_found.step, op_found.op) == (job_id, k, j)
     d = ledger.market.get_dispute(job_id)
     assert (d.phase, d.disputed_op) == (VOTE, j)
     assert d.deadline == boa.env.timestamp + VOTE_TIMEOUT
+    assert d.agreed == (_b(ops[j - 1]) if j else d.before)
+    assert (d.solver_diff, d.challenger_diff) == (_b(wrong_ops[j]), _b(ops[j]))
 
     for referee, solver_wins in zip(ledger.referees, (False, False, True), strict=True):
         ledger.market.vote(job_id, solver_wins, sender=referee)
@@ -393,56 +442,129 @@ def test_full_game_solver_wrong_at_step_k(ledger, n_leaves, k):
 
     job, d = ledger.market.get_job(job_id), ledger.market.get_dispute(job_id)
     assert (job.status, d.phase, d.winner) == (FAILED, SETTLED, ledger.challenger)
-    assert (d.votes_solver, d.votes_challenger) == (1, 2)
+    assert (d.weight_solver, d.weight_challenger) == (STAKED, 2 * STAKED)
+    # Each referee voted with its whole free stake; the one that backed the loser pays it to the winner.
+    logs = _release_all(ledger, job_id, ledger.referees)
+    assert [(e.referee, e.weight, e.slashed) for e in events(logs, "VoteReleased")] == [
+        (ledger.referees[0], STAKED, False),
+        (ledger.referees[1], STAKED, False),
+        (ledger.referees[2], STAKED, True),
+    ]
+    assert holdings(ledger, ledger.referees[2])[1:] == (0, 0)
     assert holdings(ledger, ledger.poster) == poster0  # the bounty came back
     assert holdings(ledger, ledger.solver) == (solver0[0], STAKED - JOB_STAKE, 0)
-    assert holdings(ledger, ledger.challenger) == (chal0[0] + JOB_STAKE, STAKED, 0)
+    assert holdings(ledger, ledger.challenger) == (chal0[0] + JOB_STAKE + STAKED, STAKED, 0)
     assert ledger.token.balanceOf(ledger.market.address) == 0
 
 
-OP_CASES = [
-    # (solver ops, challenger ops, first differing op or None when every shared op agrees)
-    (1, 1, 0),
-    (5, 5, 0),
-    (5, 5, 2),
-    (5, 5, 4),
-    (4, 7, 2),
-    (8, 8, None),  # identical traces: the virtual end op 8 is what is disputed
-    (3, 6, None),  # the solver's trace stops early
-    (6, 3, None),  # the solver's trace runs on
-    (1, 9, None),
-]
+def _mixed_tree(rng: random.Random, truth: list[str], wrong_at: set[int]) -> list[str]:
+    return [rng.randbytes(32).hex() if i in wrong_at else leaf for i, leaf in enumerate(truth)]
 
 
-def _op_traces(rng, n_s: int, n_c: int, j: int | None) -> tuple[list[str], list[str]]:
-    base = random_leaves(rng, max(n_s, n_c))
-    other = base if j is None else diverge(rng, base, j)
-    return base[:n_s], other[:n_c]
+@pytest.mark.parametrize("seed", range(12))
+def test_step_bisection_ends_between_an_agreed_leaf_and_a_differing_one(ledger, seed):
+    """A cheater's tree need not go wrong once and stay wrong: it may agree again later. The
+    search still ends on a leaf where the two differ, right after one they agree on."""
+    rng = random.Random(seed)
+    n = rng.randint(1, 12)
+    truth = random_leaves(rng, n)
+    cheat = _mixed_tree(rng, truth, {i for i in range(n) if rng.random() < 0.4} | {n - 1})
+    job_id = disputed_job(ledger, cheat, truth)
+    bisect_steps(ledger, job_id, cheat, truth)
+    d = ledger.market.get_dispute(job_id)
+    k = d.disputed_step
+    assert d.phase == TRACE and cheat[k] != truth[k]
+    assert (d.solver_after, d.challenger_after) == (_b(cheat[k]), _b(truth[k]))
+    if k == 0:
+        assert d.before == EMPTY
+    else:
+        assert cheat[k - 1] == truth[k - 1] and d.before == _b(truth[k - 1])
 
 
-def _at_trace_phase(lg, seed: int) -> int:
+OP_CASES = [(n, j) for n in (1, 2, 5, 8) for j in sorted({0, n // 2, n - 1}) + [None]]
+
+
+def _op_traces(rng, n_ops: int, j: int | None) -> tuple[list[str], list[str]]:
+    """Two traces of n_ops ops, first different at op j (identical when j is None)."""
+    base = random_leaves(rng, n_ops)
+    return base, (base if j is None else diverge(rng, base, j))
+
+
+def _at_trace_phase(lg, seed: int, ops_per_leaf: int = OPS_PER_LEAF) -> int:
     """A one-leaf job whose final (only) state is disputed: the step phase takes one round."""
     rng = random.Random(seed)
     s, c = random_leaves(rng, 1), random_leaves(rng, 1)
-    job_id = disputed_job(lg, s, c)
+    job_id = disputed_job(lg, s, c, ops_per_leaf=ops_per_leaf)
     bisect_steps(lg, job_id, s, c)
     return job_id
 
 
-@pytest.mark.parametrize("n_s, n_c, j", OP_CASES)
-def test_op_bisection_finds_first_differing_op(ledger, n_s, n_c, j):
-    job_id = _at_trace_phase(ledger, 7)
-    s_ops, c_ops = _op_traces(random.Random(n_s * 31 + n_c), n_s, n_c, j)
+@pytest.mark.parametrize("n_ops, j", OP_CASES)
+def test_op_bisection_finds_the_disputed_op(ledger, n_ops, j):
+    job_id = _at_trace_phase(ledger, 7, n_ops)
+    d0 = ledger.market.get_dispute(job_id)
+    s_ops, c_ops = _op_traces(random.Random(n_ops * 31), n_ops, j)
     logs = bisect_ops(ledger, job_id, s_ops, c_ops)
-    expected = min(n_s, n_c) if j is None else j
+    expected = n_ops if j is None else j
     (found,) = events(logs, "OpFound")
     assert (found.step, found.op) == (0, expected)
     assert len(events(logs, "TraceCommitted")) == 2
     first_query = events(logs, "DisputeQuery")[0]
-    assert (first_query.phase, first_query.index) == (OP, min(n_s, n_c) // 2)
+    assert (first_query.phase, first_query.index) == (OP, n_ops // 2)
     d = ledger.market.get_dispute(job_id)
-    assert (d.phase, d.disputed_op, d.solver_n_ops, d.challenger_n_ops) == (VOTE, expected, n_s, n_c)
+    assert (d.phase, d.disputed_op) == (VOTE, expected)
     assert (d.solver_trace_root, d.challenger_trace_root) == (root_bytes(s_ops), root_bytes(c_ops))
+    # What the referee reads: the agreed input of the op, and each side's output.
+    assert d.before == EMPTY  # step 0: the referee derives its input state from the spec
+    assert d.agreed == (_b(s_ops[expected - 1]) if expected else EMPTY)
+    if j is None:  # the virtual op: each side's own state after the step
+        assert (d.solver_diff, d.challenger_diff) == (d0.solver_after, d0.challenger_after)
+    else:
+        assert (d.solver_diff, d.challenger_diff) == (_b(s_ops[j]), _b(c_ops[j]))
+
+
+def test_lazy_solver_with_an_honest_trace_ends_at_the_virtual_op_and_is_slashed(ledger):
+    """Adversary (a): the solver commits a wrong state for step k but, asked for the step's op
+    trace, commits the honest one, op for op. Every op agrees, so the search ends on the virtual
+    op ops_per_leaf, where the referee compares the two committed states after the step."""
+    rng = random.Random(61)
+    truth = random_leaves(rng, 6)
+    lazy = diverge(rng, truth, 3)
+    ops = random_leaves(rng, OPS_PER_LEAF)  # the honest trace of step 3, which ends in truth[3]
+    solver0 = holdings(ledger, ledger.solver)
+    job_id = disputed_job(ledger, lazy, truth)
+    bisect_steps(ledger, job_id, lazy, truth)
+    bisect_ops(ledger, job_id, ops, ops)
+    d = ledger.market.get_dispute(job_id)
+    assert (d.phase, d.disputed_step, d.disputed_op) == (VOTE, 3, OPS_PER_LEAF)
+    assert d.agreed == _b(ops[-1])
+    assert (d.solver_diff, d.challenger_diff) == (_b(lazy[3]), _b(truth[3]))
+    assert d.solver_diff != d.challenger_diff
+    # The referee finishes the step from the agreed last op digest: it ends in truth[3].
+    ledger.market.vote(job_id, False, sender=ledger.referees[0])
+    boa.env.time_travel(seconds=VOTE_TIMEOUT + 1)
+    ledger.market.settle(job_id)
+    assert settled(ledger.market.get_logs()) == (ledger.challenger, ledger.solver, "referee vote")
+    assert holdings(ledger, ledger.solver) == (solver0[0], STAKED - JOB_STAKE, 0)
+
+
+@pytest.mark.parametrize("cheat", ["solver", "challenger"])
+def test_a_trace_of_another_length_cannot_be_committed(ledger, cheat):
+    """Adversary (b): a side whose trace is shorter or longer than the job's op count cannot
+    commit it; if it has no trace of the right length it can only miss the deadline and lose."""
+    job_id = _at_trace_phase(ledger, 62)
+    who = ledger.solver if cheat == "solver" else ledger.challenger
+    honest = ledger.challenger if cheat == "solver" else ledger.solver
+    ops = random_leaves(random.Random(62), OPS_PER_LEAF + 1)
+    for n_ops in (0, 1, OPS_PER_LEAF - 1, OPS_PER_LEAF + 1, 2**32):
+        with boa.reverts("market: op count is fixed by the job"):
+            ledger.market.commit_trace(job_id, root_bytes(ops[:n_ops] or ops[:1]), n_ops, sender=who)
+    commit_trace(ledger, job_id, honest, ops[:OPS_PER_LEAF])
+    cheat0 = holdings(ledger, who)
+    boa.env.time_travel(seconds=ROUND_TIMEOUT + 1)
+    ledger.market.settle(job_id, sender=ledger.outsider)
+    assert settled(ledger.market.get_logs()) == (honest, who, "deadline")
+    assert holdings(ledger, who) == (cheat0[0], STAKED - JOB_STAKE, 0)
 
 
 def test_final_state_agreed_ends_the_dispute_at_once(ledger):
@@ -460,30 +582,51 @@ def test_final_state_agreed_ends_the_dispute_at_once(ledger):
     assert holdings(ledger, ledger.challenger) == (chal0[0], STAKED - JOB_STAKE, 0)
 
 
+# ---------------------------------------------------------------- referees
+
+
+def _at_vote_phase(lg, seed: int) -> int:
+    job_id = _at_trace_phase(lg, seed)
+    s_ops, c_ops = _op_traces(random.Random(seed), OPS_PER_LEAF, 1)
+    bisect_ops(lg, job_id, s_ops, c_ops)
+    return job_id
+
+
 @pytest.mark.parametrize(
-    "votes, outcome",
+    "stakes, votes, outcome",
     [
-        ((True, True, False), "solver"),
-        ((True,), "solver"),
-        ((False, True, False), "challenger"),
-        ((True, False), "draw"),
-        ((), "draw"),
+        ((STAKED, STAKED, STAKED), (True, True, False), "solver"),
+        ((STAKED,), (True,), "solver"),
+        ((STAKED, STAKED, STAKED), (False, True, False), "challenger"),
+        # Stake decides, not heads: one referee with more stake outweighs two with less.
+        ((500 * E18, 200 * E18, 200 * E18), (True, False, False), "solver"),
+        ((200 * E18, 300 * E18, 100 * E18), (True, False, True), "challenger"),
     ],
 )
-def test_referee_vote_outcomes(ledger, votes, outcome):
-    job_id = _at_trace_phase(ledger, 9)
-    s_ops, c_ops = _op_traces(random.Random(9), 4, 4, 1)
-    bisect_ops(ledger, job_id, s_ops, c_ops)
+def test_referee_vote_outcomes(ledger, stakes, votes, outcome):
+    job_id = _at_vote_phase(ledger, 9)
+    referees = [new_referee(ledger, f"judge{i}", s) for i, s in enumerate(stakes)]
     poster0, solver0, chal0 = (holdings(ledger, w) for w in (ledger.poster, ledger.solver, ledger.challenger))
-    for referee, solver_wins in zip(ledger.referees[: len(votes)], votes, strict=True):
+    for referee, stake, solver_wins in zip(referees, stakes, votes, strict=True):
         ledger.market.vote(job_id, solver_wins, sender=referee)
-        (ev,) = events(ledger.market, "RefereeVoted")
-        assert (ev.job_id, ev.referee, ev.solver_wins) == (job_id, referee, solver_wins)
+        logs = ledger.market.get_logs()
+        (ev,) = events(logs, "RefereeVoted")
+        assert (ev.job_id, ev.referee, ev.solver_wins, ev.weight) == (job_id, referee, solver_wins, stake)
+        (lock,) = events(logs, "StakeLocked")
+        assert (lock.node, lock.amount, lock.by) == (referee, stake, ledger.market.address)
+        assert (ledger.market.vote_weight(job_id, referee), ledger.market.vote_side(job_id, referee)) == (
+            stake,
+            solver_wins,
+        )
+    d = ledger.market.get_dispute(job_id)
+    for_solver = sum(s for s, v in zip(stakes, votes, strict=True) if v)
+    assert (d.weight_solver, d.weight_challenger) == (for_solver, sum(stakes) - for_solver)
     boa.env.time_travel(seconds=VOTE_TIMEOUT + 1)
     ledger.market.settle(job_id)
     logs = ledger.market.get_logs()
     poster, solver, chal = (holdings(ledger, w) for w in (ledger.poster, ledger.solver, ledger.challenger))
     status = ledger.market.get_job(job_id).status
+    wrong_votes = sum(s for s, v in zip(stakes, votes, strict=True) if v != (outcome == "solver"))
     if outcome == "solver":
         assert settled(logs) == (ledger.solver, ledger.challenger, "referee vote")
         assert status == DONE and poster == poster0
@@ -492,19 +635,76 @@ def test_referee_vote_outcomes(ledger, votes, outcome):
         (slash,) = events(logs, "Slashed")
         assert (slash.node, slash.amount, slash.to) == (ledger.challenger, JOB_STAKE, ledger.solver)
         assert slash.by == ledger.market.address
-    elif outcome == "challenger":
+        winner, winner0 = ledger.solver, solver
+    else:
         assert settled(logs) == (ledger.challenger, ledger.solver, "referee vote")
         assert status == FAILED and poster[0] == poster0[0] + BOUNTY
         assert solver == (solver0[0], STAKED - JOB_STAKE, 0)
         assert chal == (chal0[0] + JOB_STAKE, STAKED, 0)
-    else:
-        assert settled(logs) == (ZERO, ZERO, "draw")
-        assert status == DRAW and poster[0] == poster0[0] + BOUNTY
-        assert solver == (solver0[0], STAKED, 0) and chal == (chal0[0], STAKED, 0)
-        assert not events(logs, "Slashed")
+        winner, winner0 = ledger.challenger, chal
     assert ledger.market.get_dispute(job_id).phase == SETTLED
     with boa.reverts("market: nothing to settle yet"):
         ledger.market.settle(job_id)
+
+    _release_all(ledger, job_id, referees)
+    assert holdings(ledger, winner)[0] == winner0[0] + wrong_votes
+    for referee, stake, solver_wins in zip(referees, stakes, votes, strict=True):
+        right = solver_wins == (outcome == "solver")
+        assert holdings(ledger, referee) == (0, stake if right else 0, 0)
+
+
+def test_sybil_referees_buy_nothing(ledger):
+    """Adversary (c): the solver cheats and splits some stake over two throwaway referee
+    accounts (the minimum each) that vote for it; one honest referee with more stake than both
+    together votes against. Counting heads, 2 beat 1; counting stake, the honest side wins, and
+    the throwaways' locked stake goes to the side they voted against."""
+    job_id = _at_vote_phase(ledger, 63)
+    sybils = [new_referee(ledger, f"sybil{i}", REFEREE_MIN_STAKE) for i in range(2)]
+    honest = ledger.referees[0]
+    chal0 = holdings(ledger, ledger.challenger)
+    for s in sybils:
+        ledger.market.vote(job_id, True, sender=s)
+    ledger.market.vote(job_id, False, sender=honest)
+    boa.env.time_travel(seconds=VOTE_TIMEOUT + 1)
+    ledger.market.settle(job_id)
+    assert settled(ledger.market.get_logs()) == (ledger.challenger, ledger.solver, "referee vote")
+    logs = _release_all(ledger, job_id, [*sybils, honest])
+    assert [(e.referee, e.slashed) for e in events(logs, "VoteReleased")] == [
+        (sybils[0], True),
+        (sybils[1], True),
+        (honest, False),
+    ]
+    slashes = events(logs, "Slashed")
+    assert [(e.node, e.amount, e.to) for e in slashes] == [(s, REFEREE_MIN_STAKE, ledger.challenger) for s in sybils]
+    assert holdings(ledger, ledger.challenger)[0] == chal0[0] + JOB_STAKE + 2 * REFEREE_MIN_STAKE
+    assert holdings(ledger, honest) == (holdings(ledger, honest)[0], STAKED, 0)
+    for s in sybils:
+        assert holdings(ledger, s) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("votes", [(), (True, False)])
+def test_no_majority_extends_the_vote_instead_of_a_draw(ledger, votes):
+    """Adversary (f): no votes, or equal stake on both sides, ends nothing: settle extends the
+    vote (a draw would hand a cheater its stake back) until a vote breaks the tie."""
+    job_id = _at_vote_phase(ledger, 64)
+    for referee, solver_wins in zip(ledger.referees, votes, strict=False):
+        ledger.market.vote(job_id, solver_wins, sender=referee)
+    boa.env.time_travel(seconds=VOTE_TIMEOUT + 1)
+    ledger.market.settle(job_id, sender=ledger.outsider)
+    logs = ledger.market.get_logs()
+    (ev,) = events(logs, "VoteExtended")
+    deadline = boa.env.timestamp + VOTE_TIMEOUT
+    assert (ev.job_id, ev.weight_each, ev.deadline) == (job_id, STAKED if votes else 0, deadline)
+    assert not events(logs, "DisputeSettled") and not events(logs, "Slashed")
+    d = ledger.market.get_dispute(job_id)
+    assert (d.phase, d.deadline, ledger.market.get_job(job_id).status) == (VOTE, deadline, DISPUTED)
+    with boa.reverts("market: nothing to settle yet"):
+        ledger.market.settle(job_id)
+    # Votes still count after a deadline, until someone settles.
+    boa.env.time_travel(seconds=VOTE_TIMEOUT + 1)
+    ledger.market.vote(job_id, False, sender=ledger.referees[2])
+    ledger.market.settle(job_id)
+    assert settled(ledger.market.get_logs()) == (ledger.challenger, ledger.solver, "referee vote")
 
 
 def test_vote_checks(ledger):
@@ -512,7 +712,7 @@ def test_vote_checks(ledger):
     job_id = _at_trace_phase(ledger, 10)
     with boa.reverts("market: not in vote phase"):
         m.vote(job_id, True, sender=ledger.referees[0])
-    s_ops, c_ops = _op_traces(random.Random(10), 2, 2, 0)
+    s_ops, c_ops = _op_traces(random.Random(10), OPS_PER_LEAF, 0)
     bisect_ops(ledger, job_id, s_ops, c_ops)
     with boa.reverts("market: not a referee"):
         m.vote(job_id, True, sender=ledger.outsider)
@@ -524,21 +724,54 @@ def test_vote_checks(ledger):
     for party in (ledger.poster, ledger.solver, ledger.challenger):
         with boa.reverts("market: party cannot vote"):
             m.vote(job_id, True, sender=party)
+    # The weight is free stake: stake locked elsewhere does not count.
     low = ledger.referees[1]
-    r.request_unbond(STAKED - REFEREE_MIN_STAKE + 1, sender=low)
+    r.request_unbond(STAKED - REFEREE_MIN_STAKE, sender=low)
+    other = _at_vote_phase(ledger, 11)
+    m.vote(other, True, sender=low)  # locks all of its (free) stake
     with boa.reverts("market: referee stake too low"):
         m.vote(job_id, True, sender=low)
     m.vote(job_id, False, sender=ledger.referees[0])
     with boa.reverts("market: already voted"):
         m.vote(job_id, True, sender=ledger.referees[0])
-    boa.env.time_travel(seconds=VOTE_TIMEOUT)
-    m.vote(job_id, False, sender=ledger.referees[2])  # the last second still counts
-    boa.env.time_travel(seconds=1)
-    with boa.reverts("market: voting closed"):
-        m.vote(job_id, True, sender=ledger.referees[2])
+    boa.env.time_travel(seconds=VOTE_TIMEOUT + 1)
+    m.vote(job_id, False, sender=ledger.referees[2])  # past the deadline, not yet settled: counts
     d = m.get_dispute(job_id)
-    assert (d.votes_solver, d.votes_challenger) == (0, 2)
+    assert (d.weight_solver, d.weight_challenger) == (0, 2 * STAKED)
     assert m.voted(job_id, ledger.referees[0]) and not m.voted(job_id, low)
+    assert r.get_node(low).locked == REFEREE_MIN_STAKE == m.vote_weight(other, low)
+    m.settle(job_id)
+    with boa.reverts("market: not in vote phase"):
+        m.vote(job_id, True, sender=ledger.referees[1])
+
+
+def test_release_vote_checks(ledger):
+    m = ledger.market
+    job_id = _at_vote_phase(ledger, 12)
+    m.vote(job_id, True, sender=ledger.referees[0])
+    with boa.reverts("market: dispute not settled"):
+        m.release_vote(job_id, ledger.referees[0])
+    boa.env.time_travel(seconds=VOTE_TIMEOUT + 1)
+    m.settle(job_id)
+    with boa.reverts("market: no vote to release"):
+        m.release_vote(job_id, ledger.referees[1])  # never voted
+    m.release_vote(job_id, ledger.referees[0], sender=ledger.referees[0])
+    logs = m.get_logs()
+    (ev,) = events(logs, "VoteReleased")
+    assert (ev.job_id, ev.referee, ev.weight, ev.slashed) == (job_id, ledger.referees[0], STAKED, False)
+    (unlock,) = events(logs, "StakeUnlocked")
+    assert (unlock.node, unlock.amount, unlock.by) == (ledger.referees[0], STAKED, m.address)
+    assert m.vote_weight(job_id, ledger.referees[0]) == 0
+    with boa.reverts("market: no vote to release"):
+        m.release_vote(job_id, ledger.referees[0])  # once only
+    # A dispute that ended by deadline had no votes to release.
+    rng = random.Random(13)
+    s = random_leaves(rng, 2)
+    quiet = disputed_job(ledger, s, diverge(rng, s, 1))
+    boa.env.time_travel(seconds=ROUND_TIMEOUT + 1)
+    m.settle(quiet)
+    with boa.reverts("market: no vote to release"):
+        m.release_vote(quiet, ledger.referees[0])
 
 
 # ---------------------------------------------------------------- answering out of turn
@@ -581,24 +814,28 @@ def test_trace_and_op_checks(ledger):
     job_id = _at_trace_phase(ledger, 12)
     with boa.reverts("market: empty root"):
         m.commit_trace(job_id, b"\x00" * 32, 1, sender=ledger.solver)
-    for n_ops in (0, 2**32 + 1):
-        with boa.reverts("market: bad op count"):
-            m.commit_trace(job_id, b"\x01" * 32, n_ops, sender=ledger.solver)
     with boa.reverts("market: not a party"):
-        m.commit_trace(job_id, b"\x01" * 32, 1, sender=ledger.outsider)
-    s_ops, c_ops = _op_traces(random.Random(12), 6, 3, 1)
+        m.commit_trace(job_id, b"\x01" * 32, OPS_PER_LEAF, sender=ledger.outsider)
+    s_ops, c_ops = _op_traces(random.Random(12), OPS_PER_LEAF, 1)
     (ev,) = events(commit_trace(ledger, job_id, ledger.solver, s_ops), "TraceCommitted")
-    assert (ev.job_id, ev.party, ev.trace_root, ev.n_ops) == (job_id, ledger.solver, root_bytes(s_ops), 6)
+    assert (ev.job_id, ev.party, ev.trace_root, ev.n_ops) == (job_id, ledger.solver, root_bytes(s_ops), OPS_PER_LEAF)
     with boa.reverts("market: already answered"):
         commit_trace(ledger, job_id, ledger.solver, s_ops)
     commit_trace(ledger, job_id, ledger.challenger, c_ops)
     d = m.get_dispute(job_id)
-    assert (d.phase, d.lo, d.hi, d.index) == (OP, 0, 3, 1)
-    # Each side proves against its own trace: the challenger's op 1 is not in the solver's.
+    assert (d.phase, d.lo, d.hi, d.index) == (OP, 0, OPS_PER_LEAF, OPS_PER_LEAF // 2)
+    # The op search starts from the step's evidence: `before` agreed, the two afters differing.
+    assert (d.agreed, d.solver_diff, d.challenger_diff) == (d.before, d.solver_after, d.challenger_after)
+    i = OPS_PER_LEAF // 2
+    # Each side proves against its own trace: the challenger's op i is not in the solver's.
     with boa.reverts("market: proof does not match the committed root"):
-        m.respond_op(job_id, bytes.fromhex(c_ops[1]), proof_bytes(c_ops, 1), sender=ledger.solver)
+        m.respond_op(job_id, bytes.fromhex(c_ops[i]), proof_bytes(c_ops, i), sender=ledger.solver)
+    # A valid (digest, proof) pair for another index of the same trace is refused: the proof is
+    # bound to the index asked.
+    with boa.reverts("market: proof does not match the committed root"):
+        m.respond_op(job_id, bytes.fromhex(c_ops[0]), proof_bytes(c_ops, 0), sender=ledger.challenger)
     (ev,) = events(answer_op(ledger, job_id, ledger.challenger, c_ops), "OpAnswered")
-    assert (ev.job_id, ev.party, ev.index, ev.digest) == (job_id, ledger.challenger, 1, bytes.fromhex(c_ops[1]))
+    assert (ev.job_id, ev.party, ev.index, ev.digest) == (job_id, ledger.challenger, i, bytes.fromhex(c_ops[i]))
     with boa.reverts("market: already answered"):
         answer_op(ledger, job_id, ledger.challenger, c_ops)
 
@@ -612,7 +849,7 @@ def _silent_round(ledger, phase: int, who_answers: tuple[str, ...]) -> list:
     s = random_leaves(rng, 8)
     c = diverge(rng, s, 3)
     job_id = disputed_job(ledger, s, c)
-    s_ops, c_ops = _op_traces(rng, 4, 4, 2)
+    s_ops, c_ops = _op_traces(rng, OPS_PER_LEAF, 2)
     if phase >= TRACE:
         bisect_steps(ledger, job_id, s, c)
     if phase == OP:

@@ -24,7 +24,7 @@ def records(tiny_model_store, tmp_path_factory):
     return store, cid, root, job, make
 
 
-@pytest.mark.parametrize("adv, referee", [("bitflip@step=4,op=30", "op"), ("token@step=7", "token"), ("bitflip@step=1,op=3", "op")])
+@pytest.mark.parametrize("adv, referee", [("bitflip@step=4,op=30", "op"), ("token@step=7", "step"), ("bitflip@step=1,op=3", "op")])
 def test_honest_side_wins_at_the_token_and_op(records, adv, referee):
     store, cid, root, job, make = records
     a = Adversary.parse(adv)

@@ -22,13 +22,25 @@ def test_every_leaf_has_a_proof_and_forgeries_fail(n, data):
     root = merkle_root(leaves)
     i = data.draw(st.integers(0, n - 1))
     p = merkle.proof(leaves, i)
-    assert merkle.verify(leaves[i], p, root)
-    assert not merkle.verify(hashlib.sha256(b"other").hexdigest(), p, root)
+    assert merkle.verify(leaves[i], p, root, i, n)
+    assert not merkle.verify(hashlib.sha256(b"other").hexdigest(), p, root, i, n)
     if p:
         bad = [list(x) for x in p]
         bad[0][1] = "00" * 32
-        assert not merkle.verify(leaves[i], bad, root)
-    assert not merkle.verify(leaves[i], [["X", "zz"]], root)
+        assert not merkle.verify(leaves[i], bad, root, i, n)
+    assert not merkle.verify(leaves[i], [["X", "zz"]], root, i, n)
+    assert not merkle.verify(leaves[i], p, root, n, n) and not merkle.verify(leaves[i], p, root, -1, n)
+
+
+@given(st.integers(2, 40), st.data())
+def test_a_proof_is_bound_to_its_index_and_tree_size(n, data):
+    """The attack: answer every query with leaf j and j's own valid proof. The old verify took no
+    index, so leaf 0 "proved" itself at any index and steered the bisection."""
+    leaves = [hashlib.sha256(bytes([i])).hexdigest() for i in range(n)]
+    root = merkle_root(leaves)
+    j = data.draw(st.integers(0, n - 1))
+    asked = data.draw(st.integers(0, n - 1).filter(lambda k: k != j))
+    assert not merkle.verify(leaves[j], merkle.proof(leaves, j), root, asked, n)
 
 
 def test_build_and_load_transcript(honest_run):  # noqa: F811

@@ -52,7 +52,7 @@ def train(
     threads: int = typer.Option(None, "--threads", min=1, help="Compute threads (never changes repro results)."),
     micro_batch: int = typer.Option(None, "--micro-batch", min=1, help="Sequences per forward/backward pass; must divide the global batch (never changes repro results)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    adversary: str = typer.Option(None, "--adversary", help="Cheat on purpose, to test verification: NAME[@step=K[,op=I]] with NAME one of bitflip, data, skip, lr, inconsistent, silent."),
+    adversary: str = typer.Option(None, "--adversary", help="Cheat on purpose, to test verification: NAME[@step=K[,op=I]] with NAME one of bitflip, data, skip, lr, lazy, tracelie (faults), inconsistent, silent, short, long, wrongindex (how it answers a dispute)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Train a model as a spec says; prints the final state hash and the Merkle root of all step hashes."""

@@ -130,8 +130,8 @@ def dispute(
     bisection over steps (tokens), then over ops, then a referee."""
     from bitswarm.jobs.train_job import JobError, load_run_spec, prepare
     from bitswarm.repro.backend import set_threads
-    from bitswarm.verify.dispute import DisputeError
     from bitswarm.verify.dispute import dispute as play
+    from bitswarm.verify.game import GameError
     from bitswarm.verify.replay import ReplayError
 
     with reporting(as_json):
@@ -161,7 +161,7 @@ def dispute(
             with stages(enabled=not as_json) as stage:
                 stage("playing the dispute game")
                 result = play(run_a, run_b, lambda: prepare(store, spec_a, "numba"))
-        except (JobError, ReplayError, DisputeError) as e:
+        except (JobError, ReplayError, GameError) as e:
             raise UserError(str(e)) from None
         if as_json:
             emit_json(result)

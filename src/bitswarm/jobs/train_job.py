@@ -79,8 +79,11 @@ def prepare(store: BlobStore, spec: TrainSpec, backend: str = "numba", micro_bat
         return [to_micro_batch(ex[i : i + mb], spec.seq_len, pad, spec.loss == "grpo") for i in range(0, len(ex), mb)]
 
     params = load_params(model_dir, cfg)
-    return Prepared(Llama(cfg, params, B), repro_train.TrainState(params, spec.seed), batches_for_step, hyper_from(spec),
-                    spec.seq_len)
+    model = Llama(cfg, params, B)
+    # RoPE tables are constants of the model: built here, never inside a step, so every step
+    # calls the same op sequence (an adversary's op=I and a trace's op I name the same call).
+    model._rope(0, spec.seq_len)
+    return Prepared(model, repro_train.TrainState(params, spec.seed), batches_for_step, hyper_from(spec), spec.seq_len)
 
 
 def run_training(
@@ -103,17 +106,23 @@ def run_training(
     _check_run_dir(out, spec, resume)
     set_threads(threads)
     p = prepare(store, spec, backend, micro_batch)
+    if adv is not None:
+        from bitswarm.verify.trace import count_ops
+
+        # Checked before anything is written: a fault that could never fire is an error.
+        adv.check(spec.steps, count_ops(prepare(store, spec, backend)) if adv.name == "bitflip" else None)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / SPEC_FILE).exists():
         (out / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
     if adv is not None:
         adv.save(out)
-    step_fn = None
+    step_fn = claim = None
     if adv is not None:
         step_fn = lambda model, state: do_step(model, state, p.batches_for_step, p.hyper, adv)  # noqa: E731
+        claim = lambda state: adv.claimed_hash(state.step, state.hash())  # noqa: E731
     result = repro_train.run(
         p.model, p.state, p.batches_for_step, p.hyper, spec.steps, out, spec.checkpoint_every,
-        resume=resume, on_step=on_step, step_fn=step_fn,
+        resume=resume, on_step=on_step, step_fn=step_fn, claim_hash=claim,
     )
     result["backend"] = p.model.B.name
     (out / "result.json").write_text(json.dumps(result, indent=2))

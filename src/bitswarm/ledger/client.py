@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 ROLE_SOLVER, ROLE_VERIFIER, ROLE_REFEREE, ROLE_SWARM = 1, 2, 4, 8
 ROLE_NAMES = {"solver": ROLE_SOLVER, "verifier": ROLE_VERIFIER, "referee": ROLE_REFEREE, "swarm": ROLE_SWARM}
 KINDS = {"train": 0, "infer": 1, "eval": 2}
-JOB_STATUS = {1: "open", 2: "claimed", 3: "committed", 4: "disputed", 5: "done", 6: "failed", 7: "cancelled", 8: "draw"}
+# Status 8 was "draw": a referee vote now runs on until it has a majority, so none is issued.
+JOB_STATUS = {1: "open", 2: "claimed", 3: "committed", 4: "disputed", 5: "done", 6: "failed", 7: "cancelled"}
 DISPUTE_PHASE = {0: "none", 1: "step", 2: "trace", 3: "op", 4: "vote", 5: "settled"}
 CREDIT = 10**18  # token units per credit (18 decimals)
 
@@ -357,13 +358,17 @@ class Ledger:
     # -- job market -----------------------------------------------------------------------------
 
     def post_job(
-        self, spec_cid: str | bytes, kind: str, num_leaves: int, bounty: int, solver_stake: int, challenge_window: int
+        self, spec_cid: str | bytes, kind: str, num_leaves: int, bounty: int, solver_stake: int, challenge_window: int,
+        *, ops_per_leaf: int,
     ) -> int:
+        """`ops_per_leaf` is the number of traced ops in one leaf's computation (a function of
+        the spec); the contract takes it right after `num_leaves`."""
         if kind not in KINDS:
             raise LedgerError(f"job kind must be one of {', '.join(KINDS)}, not {kind!r}")
         self._ensure_allowance("JobMarket", bounty)
         rc = self.transact(
-            "JobMarket", "post_job", cid_bytes(spec_cid), KINDS[kind], num_leaves, bounty, solver_stake, challenge_window
+            "JobMarket", "post_job", cid_bytes(spec_cid), KINDS[kind], num_leaves, ops_per_leaf, bounty, solver_stake,
+            challenge_window,
         )
         return rc.event("JobPosted")["job_id"]
 
@@ -396,6 +401,15 @@ class Ledger:
 
     def settle(self, job_id: int) -> Receipt:
         return self.transact("JobMarket", "settle", job_id)
+
+    def release_vote(self, job_id: int, referee: str | None = None) -> Receipt:
+        """After a dispute is settled: unlock a referee's vote stake (slashed to the winner if it
+        voted for the loser). Anyone may release anyone's; the default is this account's."""
+        return self.transact("JobMarket", "release_vote", job_id, referee or self.address)
+
+    def vote_weight(self, job_id: int, referee: str | None = None) -> int:
+        """The stake `referee` voted with and has not yet had released (0 if none)."""
+        return self.call("JobMarket", "vote_weight", job_id, referee or self.address)
 
     def job(self, job_id: int) -> dict:
         return self._struct("JobMarket", "get_job", job_id)

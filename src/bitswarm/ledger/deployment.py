@@ -32,6 +32,11 @@ class DeployParams:
     vote_timeout: int = 3600
     referee_min_stake: int = 100 * 10**18
     swarm_round_duration: int = 600
+    # Every job's solver stake, and so every challenge, locks at least this much: a cheater
+    # always has stake to lose.
+    min_stake: int = 10 * 10**18
+    # What a swarm node locks to take part in the SwarmCoordinator's rounds.
+    swarm_stake: int = 10 * 10**18
 
 
 @dataclass(frozen=True)
@@ -134,10 +139,15 @@ def deploy(w3: Web3, account: LocalAccount, params: DeployParams = DeployParams(
     registry = _deploy_one(w3, account, "NodeRegistry", [token, params.unbond_delay], nonce + 1)
     market = _deploy_one(
         w3, account, "JobMarket",
-        [token, registry, params.commit_timeout, params.round_timeout, params.vote_timeout, params.referee_min_stake],
+        [token, registry, params.commit_timeout, params.round_timeout, params.vote_timeout,
+         params.referee_min_stake, params.min_stake],
         nonce + 2,
     )
-    swarm = _deploy_one(w3, account, "SwarmCoordinator", [registry, params.swarm_round_duration], nonce + 3)
+    swarm = _deploy_one(
+        w3, account, "SwarmCoordinator",
+        [registry, params.swarm_round_duration, params.swarm_stake, params.vote_timeout, params.referee_min_stake],
+        nonce + 3,
+    )
     deployment = Deployment(
         chain_id=w3.eth.chain_id,
         contracts={"Token": token, "NodeRegistry": registry, "JobMarket": market, "SwarmCoordinator": swarm},
@@ -148,7 +158,7 @@ def deploy(w3: Web3, account: LocalAccount, params: DeployParams = DeployParams(
     # Imported here: the client needs a deployment, and this module builds one.
     from bitswarm.ledger.client import Ledger
 
+    # The registry takes its slashers once; after this call the owner has no say over stake.
     owner = Ledger(w3.provider.endpoint_uri, deployment, account)
-    owner.transact("NodeRegistry", "set_slasher", market, True)
-    owner.transact("NodeRegistry", "set_slasher", swarm, True)
+    owner.transact("NodeRegistry", "set_slashers", market, swarm)
     return deployment

@@ -5,7 +5,9 @@ Output directory:
     checkpoints/step-XXXXXXXX/   state.safetensors + meta.json, every `checkpoint_every` steps
                                  and at step 0 (the initial state, for replays from the start)
 The state hash after step s covers the parameters, the AdamW moments and bias-correction
-powers, the data seed and the step number (hashing.state_hash, entries in sorted name order).
+powers, the data seed, the step number and the step's results (its mean loss and squared
+gradient norm), so what a run reports is committed with the state that produced it
+(hashing.state_hash, entries in sorted name order).
 Step s's data comes from the counter-based sampler keyed by (seed, s), so a resumed run needs
 nothing but the checkpoint to continue with the same bits.
 """
@@ -83,6 +85,9 @@ class TrainState:
         self.beta2_pow = F32(1)
         self.seed = seed
         self.step = 0
+        # The last step's results: inside the state hash, so a reported loss is committed.
+        self.loss = F32(0)
+        self.grad_norm_sq = F32(0)
 
     def tensors(self) -> dict[str, np.ndarray]:
         t = {f"param.{k}": v for k, v in self.params.items()}
@@ -91,6 +96,8 @@ class TrainState:
         t["opt.beta1_pow"] = np.array(self.beta1_pow, F32)
         t["opt.beta2_pow"] = np.array(self.beta2_pow, F32)
         t["rng.seed"] = np.array(self.seed, np.uint64)
+        t["metric.loss"] = np.array(self.loss, F32)
+        t["metric.grad_norm_sq"] = np.array(self.grad_norm_sq, F32)
         return dict(sorted(t.items()))
 
     def hash(self) -> str:
@@ -128,6 +135,7 @@ class TrainState:
         st.m = {k[6:]: np.ascontiguousarray(v) for k, v in t.items() if k.startswith("opt.m.")}
         st.v = {k[6:]: np.ascontiguousarray(v) for k, v in t.items() if k.startswith("opt.v.")}
         st.beta1_pow, st.beta2_pow = F32(t["opt.beta1_pow"]), F32(t["opt.beta2_pow"])
+        st.loss, st.grad_norm_sq = F32(t["metric.loss"]), F32(t["metric.grad_norm_sq"])
         st.step = int(meta["step"])
         if st.hash() != meta["state_hash"]:
             raise TrainError(f"checkpoint {path} is damaged: its state does not hash to {meta['state_hash']}")
@@ -185,6 +193,7 @@ def train_step(model: Llama, state: TrainState, batches: Sequence[MicroBatch], h
     state.step += 1
     all_losses = np.concatenate(token_losses)[None, :].astype(F32)
     mean_loss = B.row_sum(all_losses)[0] / F32(n)
+    state.loss, state.grad_norm_sq = F32(mean_loss), F32(norm_sq)
     return {"loss": float(mean_loss), "grad_norm": float(np.sqrt(F32(norm_sq))), "lr": float(lr), "tokens": n}
 
 
@@ -243,10 +252,12 @@ def run(
     resume: bool = False,
     on_step: Callable[[dict], None] | None = None,
     step_fn: Callable[[Llama, "TrainState"], dict] | None = None,
+    claim_hash: Callable[["TrainState"], str] | None = None,
 ) -> dict:
     """Train to `steps`, logging every state hash; with resume, continue from the last checkpoint.
 
-    `step_fn(model, state)` replaces the plain step (verify's adversaries use it to misbehave).
+    `step_fn(model, state)` replaces the plain step and `claim_hash(state)` the hash logged for
+    it (verify's adversaries use them to misbehave: a wrong step, an invented hash).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -271,7 +282,7 @@ def run(
                 info = step_fn(model, state)
             else:
                 info = train_step(model, state, batches_for_step(state.step), hp)
-            row = {"step": state.step, "state_hash": state.hash(), **info}
+            row = {"step": state.step, "state_hash": claim_hash(state) if claim_hash else state.hash(), **info}
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -282,7 +293,7 @@ def run(
                 on_step(row)
     hashes = [r["state_hash"] for r in log]
     return {
-        "final_state_hash": state.hash(),
+        "final_state_hash": hashes[-1] if hashes else state.hash(),
         "steps": state.step,
         "step_hashes_root": merkle_root(hashes),
     }

@@ -1,25 +1,38 @@
-"""Adversaries for tests and demos: solvers that cheat in one specific, selectable way.
+"""Adversaries for tests and demos: parties that cheat in one specific, selectable way.
 
 Selected as NAME[@step=K[,op=I]] (`bitswarm train --adversary ...`), recorded in the run
 directory as adversary.json so that the same side answers a dispute with the same behaviour.
+Parameters are checked against the job (`check`): a step past the end or an op past the last
+op of a step is an error, never a cheat that silently changes nothing.
 
 Training faults, acting on step K (1-based: the step that produces state K):
-  bitflip   flip the top mantissa bit of the first element of op I's output in step K
-            (a lowest-bit flip can be rounded away downstream and change nothing at all)
-  data      train step K on another step's data
-  skip      from step K on, do no work: copy the previous state and only advance the counter
-  lr        from step K on, use ten times the learning rate
+  bitflip    flip the top mantissa bit of the first element of op I's output in step K
+             (a lowest-bit flip can be rounded away downstream and change nothing at all)
+  data       train step K on another step's data
+  skip       from step K on, do no work: copy the previous state and only advance the counter
+  lr         from step K on, use ten times the learning rate
+  lazy       from step K on, do no work and log invented state hashes; challenged, it answers
+             with the honest trace of the step (which does not reach its committed hash)
+  tracelie   train with the lr fault from step K, but answer the dispute with the honest trace
+             of the step (a trace that does not reproduce its own committed state)
 Inference faults (`bitswarm infer --adversary`; step K means generated token K, 1-based):
-  bitflip   as above, in the forward pass that produces token K
-  token     report another token than the one sampled at K
+  bitflip    as above, in the forward pass that produces token K
+  token      report another token than the one sampled at K
 Protocol faults (they also train with the `lr` fault, so that there is something to dispute):
-  inconsistent  answer step-bisection queries with hashes their own commitment does not prove
+  inconsistent  answer leaf queries with hashes their own commitment does not prove
   silent        stop answering after the first query
+  short, long   commit the disputed step's trace one op shorter / longer than the spec's
+  wrongindex    answer every op query with another op's digest and that op's (valid) proof
+Ledger faults (played by jobs.onchain against the contracts; they need no special run):
+  sybil         the cheating side votes for itself through throwaway referee accounts
+  selfchallenge the poster challenges its own job to get its bounty back
+  zerostake     challenge (or claim) without the stake the job asks for
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -30,10 +43,11 @@ import numpy as np
 from bitswarm.repro.backend import OPS
 from bitswarm.repro.train import train_step
 
-TRAINING = ("bitflip", "data", "skip", "lr")
+TRAINING = ("bitflip", "data", "skip", "lr", "lazy", "tracelie")
 INFERENCE = ("token",)  # inference only: report token K+1 instead of the sampled one
-PROTOCOL = ("inconsistent", "silent")
-NAMES = TRAINING + PROTOCOL + INFERENCE
+PROTOCOL = ("inconsistent", "silent", "short", "long", "wrongindex")
+LEDGER = ("sybil", "selfchallenge", "zerostake")
+NAMES = TRAINING + PROTOCOL + INFERENCE + LEDGER
 FILE = "adversary.json"
 DATA_OFFSET = 1_000_003
 
@@ -61,10 +75,24 @@ class Adversary:
             fields[key] = int(value)
         if fields.get("step", 1) < 1:
             raise AdversaryError("step=K needs K >= 1")
+        if "op" in fields and m.group(1) != "bitflip":
+            raise AdversaryError(f"op=I applies to bitflip only, not to {m.group(1)}")
         return cls(m.group(1), **fields)
 
     def describe(self) -> str:
         return f"{self.name}@step={self.step}" + (f",op={self.op}" if self.name == "bitflip" else "")
+
+    def check(self, steps: int, ops_per_step: int | None = None, what: str = "step") -> None:
+        """Refuse parameters that would change nothing: K past the job's last step, I past the
+        last op of a step (`what` names the job's unit: "step" or "token")."""
+        if self.name in LEDGER:
+            raise AdversaryError(f"{self.name} is a ledger fault, played against the contracts (jobs.onchain), "
+                                 "not a way to compute a run")
+        if self.step > steps:
+            raise AdversaryError(f"{self.describe()} acts at {what} {self.step}, but the job has {steps} {what}s")
+        if self.name == "bitflip" and ops_per_step is not None and self.op >= ops_per_step:
+            raise AdversaryError(f"{self.describe()}: op={self.op} is past the last op of a {what} "
+                                 f"(ops 0..{ops_per_step - 1})")
 
     def save(self, run: Path) -> None:
         (Path(run) / FILE).write_text(json.dumps(dataclasses.asdict(self)))
@@ -86,11 +114,42 @@ class Adversary:
         return step0 + DATA_OFFSET if self.name == "data" and step0 + 1 == self.step else step0
 
     def hyper(self, hp, step: int):
-        lr_fault = self.name in ("lr",) + PROTOCOL
+        lr_fault = self.name in ("lr", "tracelie") + PROTOCOL
         return dataclasses.replace(hp, lr=hp.lr * 10) if lr_fault and step >= self.step else hp
 
     def skips(self, step: int) -> bool:
-        return self.name == "skip" and step >= self.step
+        return self.name in ("skip", "lazy") and step >= self.step
+
+    def claimed_hash(self, step: int, true_hash: str) -> str:
+        """The state hash this party logs for `step`: invented from K on for the lazy one."""
+        if self.name == "lazy" and step >= self.step:
+            return hashlib.sha256(f"lazy-{step}".encode()).hexdigest()
+        return true_hash
+
+    def when_tracing(self) -> "Adversary | None":
+        """The behaviour with which this party computes a step's trace in a dispute: the lazy
+        and trace-lying parties trace the honest computation."""
+        return None if self.name in ("lazy", "tracelie") else self
+
+    # -- how it answers the game's queries (verify.game) ----------------------------------
+
+    def tactic(self):
+        """A verify.game Tactic: (query kind, index) -> action."""
+        asked = {"n": 0}
+
+        def answer(kind: str, index: int) -> str:
+            asked["n"] += 1
+            if self.name == "silent" and asked["n"] > 1:
+                return "silent"
+            if self.name == "inconsistent" and kind == "leaf":
+                return "lie"
+            if self.name in ("short", "long") and kind == "trace":
+                return self.name
+            if self.name == "wrongindex" and kind == "op":
+                return "other_index"
+            return "honest"
+
+        return answer
 
 
 FLIP = np.uint32(1 << 22)

@@ -1,13 +1,15 @@
-"""Verifiable inference: per-token commitments, and the dispute game over generated tokens.
+"""Verifiable inference: per-token commitments, and their dispute through verify.game.
 
-An inference record (inference.json, version 1) fixes the model CID, prompt token ids, seed,
-request id, temperature, top_p and max_new_tokens, and holds the generated token ids and one
-commitment per token: c_j = sha256(c_{j-1} | u32 token_j | tensor hash of the logits row that
-token j was sampled from), c_{-1} = 32 zero bytes, with a Merkle root over c_0..c_{n-1}. The
-chain makes "differs at j" monotone, so bisection over tokens finds the first token where
-two parties part; then both trace the computation of that token (one forward pass on the
-agreed prefix, plus the sampling ops) and the op bisection and referee of the training game
-run on those traces. Generation here is KV-cached and batch-invariant (repro.generate).
+An inference record (inference.json, version 2) fixes the model CID, prompt token ids, seed,
+request id, temperature, top_p and max_new_tokens, and holds the generated token ids, the hash
+of the logits row each was sampled from, and one commitment per token: c_j = sha256(c_{j-1} |
+u32 token_j | tensor hash of that logits row), c_{-1} = 32 zero bytes, with a Merkle root over
+c_0..c_{n-1}. The commitments are the game's leaves: leaf j's before is c_{j-1}, its trace the
+computation of token j (one forward pass of the last position on the agreed prefix, plus the
+sampling ops), so the same game, arbiter and referee as training decide an inference dispute.
+Generation here is KV-cached and batch-invariant (repro.generate); the prefix's KV cache is
+rebuilt untraced, so a fault there shows as different inputs of a traced op and the referee
+recomputes the token.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,26 +24,28 @@ import numpy as np
 from bitswarm.repro.generate import next_token
 from bitswarm.repro.hashing import merkle_root, tensor_hash
 from bitswarm.repro.model import KVCache
-from bitswarm.verify import merkle
 from bitswarm.verify.adversary import Adversary
-from bitswarm.verify.trace import TracingBackend, chain_digests, input_hashes, recompute
+from bitswarm.verify.game import ZERO, Computation, GameError, Party, Referee, Trace, honest, play
+from bitswarm.verify.trace import TracingBackend, recompute
 
 FILE = "inference.json"
-VERSION = 1
+VERSION = 2
 
 
-class InferenceError(ValueError):
+class InferenceError(GameError):
     pass
 
 
-def _commit(prev: bytes, token: int, logits_row: np.ndarray) -> bytes:
-    return hashlib.sha256(prev + struct.pack("<I", token) + bytes.fromhex(tensor_hash(logits_row))).digest()
+def _commit(prev: str, token: int, row_hash: str) -> str:
+    return hashlib.sha256(bytes.fromhex(prev) + struct.pack("<I", token) + bytes.fromhex(row_hash)).hexdigest()
 
 
 def _token_forward(model, job: dict, prefix: list[int], j: int, adversary: Adversary | None, outer=None):
     """(token j, its logits row) from prompt + prefix[:j] (cache rebuilt untraced), the forward of the
     last input position and the sampling traced through `outer`."""
     ids = list(job["prompt_ids"]) + list(prefix[:j])
+    # RoPE rows for the whole job up front: never built inside the traced part.
+    model._rope(0, len(job["prompt_ids"]) + job["max_new_tokens"])
     cache = KVCache()
     if len(ids) > 1:
         model.forward(np.asarray([ids[:-1]], np.int64), cache=cache)
@@ -60,12 +63,12 @@ def _token_forward(model, job: dict, prefix: list[int], j: int, adversary: Adver
     return tok, row
 
 
-def _traced_token(model, job: dict, prefix: list[int], j: int, adversary, capture: int | None = None) -> TracingBackend:
-    """The tracer that recorded token j's computation (the adversary's fault innermost)."""
+def _traced_token(model, job: dict, prefix: list[int], j: int, adversary, capture: int | None = None):
+    """(tracer, token, logits row hash) of token j's computation (the adversary's fault innermost)."""
     tracers = []
-    _token_forward(model, job, prefix, j, adversary,
-                   outer=lambda inner: tracers.append(TracingBackend(inner, capture)) or tracers[-1])
-    return tracers[-1]
+    tok, row = _token_forward(model, job, prefix, j, adversary,
+                              outer=lambda inner: tracers.append(TracingBackend(inner, capture)) or tracers[-1])
+    return tracers[-1], tok, tensor_hash(row)
 
 
 def run(model, job: dict, out: Path, adversary: Adversary | None = None) -> dict:
@@ -73,14 +76,21 @@ def run(model, job: dict, out: Path, adversary: Adversary | None = None) -> dict
     out = Path(out)
     if (out / FILE).exists():
         raise InferenceError(f"{out} already holds an inference record; choose a new --out")
-    tokens, commits, prev = [], [], bytes(32)
+    if adversary is not None:
+        try:
+            adversary.check(job["max_new_tokens"], ops_per_token(model, job) if adversary.name == "bitflip" else None,
+                            what="token")
+        except ValueError as e:
+            raise InferenceError(str(e)) from None
+    tokens, rows, commits, prev = [], [], [], ZERO
     for j in range(job["max_new_tokens"]):
         tok, row = _token_forward(model, job, tokens, j, adversary)
         tokens.append(tok)
-        prev = _commit(prev, tok, row)
-        commits.append(prev.hex())
-    record = {"version": VERSION, "kind": "infer", **job, "tokens": tokens, "commitments": commits,
-              "root": merkle_root(commits)}
+        rows.append(tensor_hash(row))
+        prev = _commit(prev, tok, rows[-1])
+        commits.append(prev)
+    record = {"version": VERSION, "kind": "infer", **job, "tokens": tokens, "row_hashes": rows,
+              "commitments": commits, "root": merkle_root(commits)}
     out.mkdir(parents=True, exist_ok=True)
     if adversary is not None:
         adversary.save(out)
@@ -93,77 +103,95 @@ def load(out: Path) -> dict:
         rec = json.loads((Path(out) / FILE).read_text())
     except FileNotFoundError:
         raise InferenceError(f"{out} holds no inference record ({FILE})") from None
-    if rec.get("version") != VERSION or rec.get("kind") != "infer":
-        raise InferenceError(f"{out}/{FILE} is not a version-{VERSION} inference record")
+    except ValueError as e:
+        raise InferenceError(f"{out}/{FILE} is not valid JSON: {e}") from None
+    if not isinstance(rec, dict) or rec.get("version") != VERSION or rec.get("kind") != "infer":
+        raise InferenceError(f"{out}/{FILE} is not a version-{VERSION} inference record; run `bitswarm infer` again")
     return rec
 
 
 JOB_KEYS = ("model", "prompt_ids", "seed", "request_id", "temperature", "top_p", "max_new_tokens")
 
 
-def dispute(dir_a: Path, dir_b: Path, model_factory) -> dict:
-    """Bisection over tokens, then over the ops of that token's computation, then the referee."""
-    recs = {"A": load(dir_a), "B": load(dir_b)}
-    advs = {"A": Adversary.load(dir_a), "B": Adversary.load(dir_b)}
-    job = {k: recs["A"][k] for k in JOB_KEYS}
-    if any(recs["B"][k] != job[k] for k in JOB_KEYS):
-        raise InferenceError("the two records are of different inference jobs")
-    result = {"agree": False, "first_divergent_token": None, "op": None, "op_index": None, "rounds": 1,
-              "winner": None, "referee": None, "referee_seconds": 0.0, "token_seconds": 0.0}
-    if recs["A"]["root"] == recs["B"]["root"]:
-        return {**result, "agree": True}
-    n = len(recs["A"]["commitments"])
-    # token bisection on the chained commitments, with proofs
-    lo, hi = -1, n - 1
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        result["rounds"] += 1
-        got = {}
-        for side, rec in recs.items():
-            c = rec["commitments"][mid]
-            if not merkle.verify(c, merkle.proof(rec["commitments"], mid), rec["root"]):
-                return {**result, "winner": "B" if side == "A" else "A", "referee": "proof"}
-            got[side] = c
-        lo, hi = (mid, hi) if got["A"] == got["B"] else (lo, mid)
-    j = hi
-    result["first_divergent_token"] = j
-    agreed_prefix = recs["A"]["tokens"][:j]
-    # each party traces its own computation of token j on the agreed prefix
-    traces = {}
-    for side in recs:
-        t0 = time.perf_counter()
-        traces[side] = _traced_token(model_factory(), job, agreed_prefix, j, advs[side]).records
-        result["token_seconds"] = max(result["token_seconds"], round(time.perf_counter() - t0, 4))
-    chains = {s: chain_digests(t) for s, t in traces.items()}
-    result["rounds"] += 1 + max(1, int(np.ceil(np.log2(max(len(c) for c in chains.values()) + 1))))
-    i = next((k for k, (x, y) in enumerate(zip(chains["A"], chains["B"])) if x != y), min(len(chains["A"]), len(chains["B"])))
-    result["op_index"] = i
-    ra = traces["A"][i] if i < len(traces["A"]) else None
-    rb = traces["B"][i] if i < len(traces["B"]) else None
-    # referee (its clock starts once the parties have handed over what it asked for)
-    ref_model = model_factory()
-    if ra is not None and rb is not None and ra["op"] == rb["op"] and ra["in"] == rb["in"]:
-        for side in recs:  # a party whose tensors are not the agreed ones is passed over
-            op, args, kwargs = _traced_token(model_factory(), job, agreed_prefix, j, advs[side], capture=i).captured
-            start = time.perf_counter()
-            if input_hashes(args, kwargs) == ra["in"]:
+def ops_per_token(model, job: dict) -> int:
+    """Ops traced for one token: a pure function of the model and the job (the same for every
+    token: the KV cache of the prefix is built untraced)."""
+    return len(_traced_token(model, job, [], 0, None)[0].records)
+
+
+class InferRecord(Computation):
+    """A side's inference record, computed as its adversary (if any) computes."""
+
+    def __init__(self, out: Path, model_factory):
+        self.rec, self.adversary, self.model_factory = load(out), Adversary.load(out), model_factory
+        self.job = {k: self.rec[k] for k in JOB_KEYS}
+        self._traces: dict[int, Trace] = {}
+
+    def leaves(self) -> list[str]:
+        return list(self.rec["commitments"])
+
+    def _before(self, j: int) -> str:
+        return self.rec["commitments"][j - 1] if j else ZERO
+
+    def trace(self, j: int) -> Trace:
+        if j not in self._traces:
+            tracer, tok, row = _traced_token(self.model_factory(), self.job, self.rec["tokens"], j, self.adversary)
+            if self.adversary and self.adversary.name == "token":
+                tok = self.rec["tokens"][j]  # what it reported
+            self._traces[j] = Trace(tracer.records, self._before(j), _commit(self._before(j), tok, row))
+        return self._traces[j]
+
+    def inputs(self, j: int, i: int) -> tuple:
+        return _traced_token(self.model_factory(), self.job, self.rec["tokens"], j, self.adversary, capture=i)[0].captured
+
+    def prefix(self, j: int, before: str) -> list[int] | None:
+        """tokens[:j] if this record's own chain over them (tokens and row hashes) reaches `before`."""
+        prev = ZERO
+        toks, rows = self.rec.get("tokens", []), self.rec.get("row_hashes", [])
+        if len(toks) < j or len(rows) < j:
+            return None
+        for t, r in zip(toks[:j], rows[:j]):
+            prev = _commit(prev, int(t), r)
+        return list(toks[:j]) if prev == before else None
+
+
+class InferReferee(Referee):
+    def __init__(self, model_factory, job: dict):
+        self.model_factory, self.job = model_factory, job
+        self.model = model_factory()
+
+    def start(self) -> str:
+        return ZERO
+
+    def recompute(self, op: str, args, kwargs) -> list:
+        return recompute(self.model.B, op, args, kwargs)
+
+    def honest_trace(self, j: int, before: str | None, parties: list[Party]) -> Trace:
+        before = before or ZERO
+        for p in parties:  # the agreed prefix, from a side whose record chains up to it
+            prefix = p.comp.prefix(j, before)
+            if prefix is not None:
                 break
         else:
-            raise InferenceError("neither party produced the agreed inputs of the disputed op")
-        truth = recompute(ref_model.B, op, args, kwargs)
-        got = {"A": ra["out"], "B": rb["out"]}
-        result["op"], result["referee"] = op, "op"
-    elif ra == rb:  # identical traces, different token: the fault is in what was reported
-        start = time.perf_counter()
-        truth, _ = _token_forward(ref_model, job, agreed_prefix, j, None)
-        got = {s: recs[s]["tokens"][j] for s in recs}
-        result["op"], result["referee"] = "report", "token"
-    else:
-        start = time.perf_counter()
-        honest = _traced_token(ref_model, job, agreed_prefix, j, None).records
-        truth = honest[i] if i < len(honest) else None
-        got = {"A": ra, "B": rb}
-        result["op"], result["referee"] = (truth or ra or rb or {}).get("op"), "token"
-    result["referee_seconds"] = round(time.perf_counter() - start, 4)
-    winners = [s for s in recs if got[s] == truth]
-    return {**result, "winner": winners[0] if len(winners) == 1 else None}
+            raise InferenceError(f"no side handed over the {j} agreed tokens before token {j}")
+        tracer, tok, row = _traced_token(self.model_factory(), self.job, prefix, j, None)
+        return Trace(tracer.records, before, _commit(before, tok, row))
+
+
+def dispute(dir_a: Path, dir_b: Path, model_factory, tactics=(None, None)) -> dict:
+    """The game over two inference records of one job: A answers as the solver, B as the challenger."""
+    comps = {"A": InferRecord(dir_a, model_factory), "B": InferRecord(dir_b, model_factory)}
+    job = comps["A"].job
+    if comps["B"].job != job:
+        raise InferenceError("the two records are of different inference jobs")
+    referee = InferReferee(model_factory, job)
+    n = ops_per_token(referee.model, job)
+    sides = []
+    for (name, comp), tactic in zip(comps.items(), tactics):
+        sides.append(Party(name, comp, n, tactic or (comp.adversary.tactic() if comp.adversary else honest)))
+    outcome = play(sides[0], sides[1], referee, n)
+    r = outcome.as_dict()
+    r["first_divergent_token"] = r.pop("leaf")
+    r["token_seconds"] = r.pop("trace_seconds")
+    r["ops_per_token"] = n
+    return r

@@ -5,15 +5,16 @@ repro's canonical tensor hash (scalars are hashed as 0-d float32/int64 tensors, 
 tensors element by element, None as "-"). Ops that update arguments in place (accumulators,
 optimizer state) list those arguments' hashes after the call among their outputs, so an
 op's record pins both what it read and what it wrote. The canonical order is the call order of
-the step: forward, backward, optimizer. Records are chained: c_i = sha256(c_{i-1} | sha256 of
-record i's canonical JSON), and the trace root is the Merkle root (0x00 leaves, 0x01 nodes)
-over c_0..c_{n-1}, so a bisection over i finds the first op where two traces part.
+the step: forward, backward, optimizer. Records are chained from the state the step starts from: c_{-1} = that state's
+hash, c_i = sha256(c_{i-1} | sha256 of record i's canonical JSON), and the trace root is the
+Merkle root (0x00 leaves, 0x01 nodes) over c_0..c_{n-1}, so a bisection over i finds the first
+op where two traces part, and a trace cannot be moved onto another starting state.
 
 Tracing only observes: it hashes before and after each call and passes every argument through
 unchanged, so a traced step produces the same bits as an untraced one (tested).
 
-RoPE tables (constants of the model) are computed before the traced step and not traced.
-Not yet traced: the elementwise numpy glue between ops (residual adds, scaling, masking). A
+RoPE tables (constants of the model) are computed when the job is prepared, never inside a
+step, so every step traces the same op sequence. Not yet traced: the elementwise numpy glue between ops (residual adds, scaling, masking). A
 dispute that must localise a fault inside that glue needs those made into backend ops first.
 """
 
@@ -65,13 +66,16 @@ def record_digest(rec: dict) -> str:
     return hashlib.sha256(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def chain_digests(records: list[dict]) -> list[str]:
-    """c_i = H(c_{i-1} | digest(record_i)), c_{-1} = 32 zero bytes.
+def chain_digests(records: list[dict], seed: str) -> list[str]:
+    """c_i = H(c_{i-1} | digest(record_i)), c_{-1} = `seed` (32 bytes, hex): the commitment the
+    computation starts from.
 
     Ops form a graph, not a chain: a corrupted op's neighbours can have equal records again.
     Chaining makes "differs at i" monotone in i, so bisection finds the FIRST differing op.
     """
-    out, prev = [], bytes(32)
+    out, prev = [], bytes.fromhex(seed)
+    if len(prev) != 32:
+        raise ValueError(f"a trace chain starts from a 32-byte commitment, not {seed!r}")
     for r in records:
         prev = hashlib.sha256(prev + bytes.fromhex(record_digest(r))).digest()
         out.append(prev.hex())
@@ -113,8 +117,8 @@ class TracingBackend(SimpleNamespace):
 
         return traced
 
-    def root(self) -> str:
-        return merkle_root(chain_digests(self.records))
+    def root(self, seed: str) -> str:
+        return merkle_root(chain_digests(self.records, seed))
 
 
 def trace_step(run: Path, prepared, step: int, adversary=None, capture: int | None = None) -> dict:
@@ -136,9 +140,6 @@ def trace_step(run: Path, prepared, step: int, adversary=None, capture: int | No
     while state.step < step - 1:
         do_step(model, state, prepared.batches_for_step, prepared.hyper, adversary)
     before = state.hash()
-    # RoPE tables are constants of the model, cached on first use; computing them before the
-    # traced step keeps the op list independent of what ran earlier in this process.
-    model._rope(0, prepared.seq_len)
     tracers = []
 
     def outer(inner):
@@ -153,7 +154,7 @@ def trace_step(run: Path, prepared, step: int, adversary=None, capture: int | No
     return {
         "step": step,
         "ops": len(tracer.records),
-        "root": tracer.root(),
+        "root": tracer.root(before),
         "state_hash_before": before,
         "state_hash_after": after,
         "matches_log": after == log[step],
@@ -161,3 +162,25 @@ def trace_step(run: Path, prepared, step: int, adversary=None, capture: int | No
         "seconds": seconds,
         "captured": tracer.captured,
     }
+
+
+def count_ops(prepared) -> int:
+    """The number of ops one training step traces: a pure function of the spec, the same for
+    every step (one untraced step on a copy of the initial state, counting calls)."""
+    from bitswarm.verify.adversary import BitFlipBackend
+
+    state = copy.deepcopy(prepared.state)
+    model = prepared.model
+    counters = []
+
+    def outer(inner):
+        counters.append(BitFlipBackend(inner, -1))  # target -1: counts, never flips
+        return counters[-1]
+
+    saved = model.params
+    model.params = state.params
+    try:
+        do_step(model, state, prepared.batches_for_step, prepared.hyper, None, outer=outer)
+    finally:
+        model.params = saved
+    return counters[-1].calls

@@ -5,8 +5,20 @@
         of its result (one leaf per training step or generated token). Within the challenge
         window a verifier may stake the same amount and commit a different root. The two then
         bisect: first over the result leaves to the first step whose state differs, then over
-        each side's op trace of that step to the first op that differs. Referees recompute that
-        one op off-chain and vote. A party that stops answering loses by deadline.
+        each side's op trace of that step (always `ops_per_leaf` ops, fixed by the poster) to
+        the first op that differs. Referees recompute that one op off-chain from the value both
+        sides agreed on just before it, and vote with their stake. A party that stops answering
+        loses by deadline.
+
+        Soundness: every bisection round keeps "both sides gave the same value at lo-1" and
+        "they differ at hi", for the values each side is bound to by its own Merkle root. The
+        game therefore ends on one op whose input both sides agreed on and whose output they
+        dispute, so the honest side's output is what the op computes and a referee can tell.
+        Trust assumptions: the leaves are cumulative state commitments (the final leaf fixes
+        the whole result, so agreeing on it means there is nothing to dispute), and the honest,
+        live referees of a dispute hold more stake than any coalition voting against them.
+        Splitting stake across accounts adds no weight, so sybil referees buy nothing, and a
+        referee that votes for the loser loses the stake it voted with.
 """
 
 from ethereum.ercs import IERC20
@@ -25,7 +37,7 @@ DISPUTED: constant(uint8) = 4
 DONE: constant(uint8) = 5
 FAILED: constant(uint8) = 6
 CANCELLED: constant(uint8) = 7
-DRAW: constant(uint8) = 8
+# 8 was DRAW; a referee vote no longer ends without a winner, and the code is not reused.
 
 # Dispute phase.
 PHASE_NONE: constant(uint8) = 0
@@ -50,6 +62,7 @@ struct Job:
     spec_cid: bytes32
     kind: uint8
     num_leaves: uint256
+    ops_per_leaf: uint256  # traced ops of one leaf's computation, a pure function of the spec
     bounty: uint256
     solver_stake: uint256
     challenge_window: uint256
@@ -73,14 +86,23 @@ struct Dispute:
     challenger_answered: bool
     solver_answer: bytes32
     challenger_answer: bytes32
+    # The bisection's evidence: the value both sides gave at lo-1 (empty while lo == 0) and
+    # each side's value at hi (always different). The referee rules from these.
+    agreed: bytes32
+    solver_diff: bytes32
+    challenger_diff: bytes32
     disputed_step: uint256
+    # The agreed state leaf before the disputed step (empty for step 0, whose input state the
+    # referee derives from the spec), and each side's own leaf at the disputed step.
+    before: bytes32
+    solver_after: bytes32
+    challenger_after: bytes32
+    # Op ops_per_leaf is virtual: it stands for each side's state after the step.
     disputed_op: uint256
     solver_trace_root: bytes32
     challenger_trace_root: bytes32
-    solver_n_ops: uint256
-    challenger_n_ops: uint256
-    votes_solver: uint256
-    votes_challenger: uint256
+    weight_solver: uint256  # referee stake voting for each side
+    weight_challenger: uint256
     winner: address
 
 event JobPosted:
@@ -89,6 +111,7 @@ event JobPosted:
     spec_cid: bytes32
     kind: uint8
     num_leaves: uint256
+    ops_per_leaf: uint256
     bounty: uint256
     solver_stake: uint256
     challenge_window: uint256
@@ -156,6 +179,18 @@ event RefereeVoted:
     job_id: indexed(uint256)
     referee: indexed(address)
     solver_wins: bool
+    weight: uint256
+
+event VoteExtended:
+    job_id: indexed(uint256)
+    weight_each: uint256
+    deadline: uint256
+
+event VoteReleased:
+    job_id: indexed(uint256)
+    referee: indexed(address)
+    weight: uint256
+    slashed: bool
 
 event DisputeSettled:
     job_id: indexed(uint256)
@@ -169,9 +204,13 @@ commit_timeout: public(immutable(uint256))
 round_timeout: public(immutable(uint256))
 vote_timeout: public(immutable(uint256))
 referee_min_stake: public(immutable(uint256))
+min_stake: public(immutable(uint256))
 
 next_job_id: public(uint256)
 voted: public(HashMap[uint256, HashMap[address, bool]])
+# The stake each referee voted with (locked until release_vote) and the side it chose.
+vote_weight: public(HashMap[uint256, HashMap[address, uint256]])
+vote_side: public(HashMap[uint256, HashMap[address, bool]])
 jobs: HashMap[uint256, Job]
 disputes: HashMap[uint256, Dispute]
 
@@ -184,13 +223,18 @@ def __init__(
     _round_timeout: uint256,
     _vote_timeout: uint256,
     _referee_min_stake: uint256,
+    _min_stake: uint256,
 ):
+    # Every claim and every challenge locks at least min_stake, so a cheater always has
+    # something to lose.
+    assert _min_stake > 0, "market: zero min stake"
     token = IERC20(_token)
     registry = INodeRegistry(_registry)
     commit_timeout = _commit_timeout
     round_timeout = _round_timeout
     vote_timeout = _vote_timeout
     referee_min_stake = _referee_min_stake
+    min_stake = _min_stake
     self.next_job_id = 1
 
 
@@ -201,6 +245,7 @@ def post_job(
     spec_cid: bytes32,
     kind: uint8,
     num_leaves: uint256,
+    ops_per_leaf: uint256,
     bounty: uint256,
     solver_stake: uint256,
     challenge_window: uint256,
@@ -208,7 +253,11 @@ def post_job(
     assert spec_cid != empty(bytes32), "market: empty spec cid"
     assert kind <= KIND_EVAL, "market: bad kind"
     assert num_leaves >= 1 and num_leaves <= MAX_LEAVES, "market: bad leaf count"
+    # Fixed here rather than by each side at commit_trace, so that a trace cut short (or run
+    # on) cannot be committed at all.
+    assert ops_per_leaf >= 1 and ops_per_leaf <= MAX_LEAVES, "market: bad op count"
     assert bounty > 0, "market: zero bounty"
+    assert solver_stake >= min_stake, "market: stake below minimum"
     assert challenge_window >= 1 and challenge_window <= MAX_CHALLENGE_WINDOW, "market: bad challenge window"
     job_id: uint256 = self.next_job_id
     self.next_job_id = job_id + 1
@@ -217,6 +266,7 @@ def post_job(
         spec_cid=spec_cid,
         kind=kind,
         num_leaves=num_leaves,
+        ops_per_leaf=ops_per_leaf,
         bounty=bounty,
         solver_stake=solver_stake,
         challenge_window=challenge_window,
@@ -233,6 +283,7 @@ def post_job(
         spec_cid=spec_cid,
         kind=kind,
         num_leaves=num_leaves,
+        ops_per_leaf=ops_per_leaf,
         bounty=bounty,
         solver_stake=solver_stake,
         challenge_window=challenge_window,
@@ -303,6 +354,9 @@ def challenge(job_id: uint256, challenger_root: bytes32):
     assert block.timestamp <= job.challenge_deadline, "market: challenge window closed"
     assert staticcall registry.has_role(msg.sender, VERIFIER), "market: not a verifier"
     assert msg.sender != job.solver, "market: solver cannot challenge"
+    # The poster gets its bounty back whenever the solver loses: it must not be the one
+    # playing against the solver.
+    assert msg.sender != job.poster, "market: poster cannot challenge"
     assert challenger_root != empty(bytes32), "market: empty root"
     assert challenger_root != job.result_root, "market: root agrees with result"
     self.jobs[job_id].status = DISPUTED
@@ -337,18 +391,20 @@ def respond_step(job_id: uint256, leaf: bytes32, proof: DynArray[bytes32, MAX_PR
         return
 
     agree: bool = d.solver_answer == d.challenger_answer
-    # Only the first round asks for leaf num_leaves-1: later queries are mids, always < hi.
-    if d.index == job.num_leaves - 1:
-        if agree:
-            self.disputes[job_id] = d
-            self._settle(job_id, True, "final state agreed")
-            return
-        # lo = 0, hi = num_leaves-1 were set by challenge(); the final state is known to differ.
-    else:
-        d = self._narrow(d, agree)
+    # Only the first round asks for leaf num_leaves-1 (later queries are mids, always < hi).
+    # Agreeing there means agreeing on the result: the challenger has nothing to show.
+    if d.index == job.num_leaves - 1 and agree:
+        self.disputes[job_id] = d
+        self._settle(job_id, True, "final state agreed")
+        return
+    d = self._narrow(d, agree)
 
     if d.lo == d.hi:
         d.disputed_step = d.hi
+        # `agreed` is the leaf both gave at hi-1, still empty when hi == 0.
+        d.before = d.agreed
+        d.solver_after = d.solver_diff
+        d.challenger_after = d.challenger_diff
         d.phase = PHASE_TRACE
         d = self._next_round(d, round_timeout)
         log StepFound(job_id=job_id, step_index=d.disputed_step)
@@ -366,21 +422,25 @@ def commit_trace(job_id: uint256, trace_root: bytes32, n_ops: uint256):
     assert d.phase == PHASE_TRACE, "market: not in trace phase"
     is_solver: bool = self._check_turn(job, d)
     assert trace_root != empty(bytes32), "market: empty root"
-    assert n_ops >= 1 and n_ops <= MAX_LEAVES, "market: bad op count"
+    # A trace of any other length cannot be committed: a side that skipped ops (or added
+    # some) can only miss the deadline.
+    assert n_ops == job.ops_per_leaf, "market: op count is fixed by the job"
     if is_solver:
         d.solver_trace_root = trace_root
-        d.solver_n_ops = n_ops
     else:
         d.challenger_trace_root = trace_root
-        d.challenger_n_ops = n_ops
     d = self._record(d, is_solver, trace_root)
     log TraceCommitted(job_id=job_id, party=msg.sender, trace_root=trace_root, n_ops=n_ops)
     if d.solver_answered and d.challenger_answered:
-        # hi is a virtual "end of trace" op, known to differ: a trace that stops early (or runs
-        # on) disagrees there even if every op both traces have in common matches.
+        # The op search runs over [0, ops_per_leaf]. Index ops_per_leaf is virtual: it stands
+        # for each side's own state after the step, known to differ, so a trace that matches
+        # the honest one op for op but ends in a wrong state lands there.
         d.phase = PHASE_OP
         d.lo = 0
-        d.hi = min(d.solver_n_ops, d.challenger_n_ops)
+        d.hi = job.ops_per_leaf
+        d.agreed = d.before
+        d.solver_diff = d.solver_after
+        d.challenger_diff = d.challenger_after
         d.index = d.hi // 2
         d = self._next_round(d, round_timeout)
         log DisputeQuery(job_id=job_id, phase=PHASE_OP, index=d.index, deadline=d.deadline)
@@ -394,13 +454,16 @@ def respond_op(job_id: uint256, digest: bytes32, proof: DynArray[bytes32, MAX_PR
     assert d.phase == PHASE_OP, "market: not in op phase"
     is_solver: bool = self._check_turn(job, d)
     root: bytes32 = d.solver_trace_root if is_solver else d.challenger_trace_root
-    n_ops: uint256 = d.solver_n_ops if is_solver else d.challenger_n_ops
-    assert self._verify_proof(digest, proof, d.index, n_ops, root), "market: proof does not match the committed root"
+    assert self._verify_proof(digest, proof, d.index, job.ops_per_leaf, root), "market: proof does not match the committed root"
     d = self._record(d, is_solver, digest)
     log OpAnswered(job_id=job_id, party=msg.sender, index=d.index, digest=digest)
     if d.solver_answered and d.challenger_answered:
         d = self._narrow(d, d.solver_answer == d.challenger_answer)
         if d.lo == d.hi:
+            # The referee now has all it needs in the dispute: the op (disputed_step,
+            # disputed_op), its agreed input `agreed` (or `before` for op 0), and each side's
+            # output in solver_diff / challenger_diff (the states after the step, for the
+            # virtual op ops_per_leaf).
             d.disputed_op = d.hi
             d.phase = PHASE_VOTE
             d = self._next_round(d, vote_timeout)
@@ -414,21 +477,27 @@ def respond_op(job_id: uint256, digest: bytes32, proof: DynArray[bytes32, MAX_PR
 
 @external
 def vote(job_id: uint256, solver_wins: bool):
+    # Voting stays open past the deadline until someone settles: the deadline only says
+    # when settling is allowed.
     job: Job = self._job(job_id)
     d: Dispute = self.disputes[job_id]
     assert d.phase == PHASE_VOTE, "market: not in vote phase"
-    assert block.timestamp <= d.deadline, "market: voting closed"
     assert staticcall registry.has_role(msg.sender, REFEREE), "market: not a referee"
-    node: INodeRegistry.Node = staticcall registry.get_node(msg.sender)
-    assert node.staked >= referee_min_stake, "market: referee stake too low"
     assert msg.sender != job.solver and msg.sender != d.challenger and msg.sender != job.poster, "market: party cannot vote"
     assert not self.voted[job_id][msg.sender], "market: already voted"
+    # A vote weighs the referee's whole free stake, locked until release_vote: stake split
+    # over many accounts weighs the same, so extra accounts add nothing.
+    weight: uint256 = staticcall registry.free_stake(msg.sender)
+    assert weight >= referee_min_stake, "market: referee stake too low"
     self.voted[job_id][msg.sender] = True
+    self.vote_weight[job_id][msg.sender] = weight
+    self.vote_side[job_id][msg.sender] = solver_wins
     if solver_wins:
-        self.disputes[job_id].votes_solver += 1
+        self.disputes[job_id].weight_solver += weight
     else:
-        self.disputes[job_id].votes_challenger += 1
-    log RefereeVoted(job_id=job_id, referee=msg.sender, solver_wins=solver_wins)
+        self.disputes[job_id].weight_challenger += weight
+    log RefereeVoted(job_id=job_id, referee=msg.sender, solver_wins=solver_wins, weight=weight)
+    extcall registry.lock(msg.sender, weight)
 
 
 @external
@@ -444,14 +513,36 @@ def settle(job_id: uint256):
         return
     assert job.status == DISPUTED and block.timestamp > d.deadline, "market: nothing to settle yet"
     if d.phase == PHASE_VOTE:
-        if d.votes_solver == d.votes_challenger:
-            self._draw(job_id)
-        else:
-            self._settle(job_id, d.votes_solver > d.votes_challenger, "referee vote")
+        if d.weight_solver == d.weight_challenger:
+            # No majority (no vote at all, say): a draw would let a cheater walk away with
+            # its stake, so the vote runs on until the referees break the tie.
+            deadline: uint256 = block.timestamp + vote_timeout
+            self.disputes[job_id].deadline = deadline
+            log VoteExtended(job_id=job_id, weight_each=d.weight_solver, deadline=deadline)
+            return
+        self._settle(job_id, d.weight_solver > d.weight_challenger, "referee vote")
         return
     # A bisection round timed out: whoever did not answer loses. When neither answered the
     # challenger loses, since it is the one claiming the committed result is wrong.
     self._settle(job_id, not d.challenger_answered, "deadline")
+
+
+@external
+def release_vote(job_id: uint256, referee: address):
+    """After the ruling, frees a referee's vote stake: back to it if it voted for the winner,
+    else to the winner (the side it voted against). Anyone may call it for anyone."""
+    job: Job = self._job(job_id)
+    d: Dispute = self.disputes[job_id]
+    assert d.phase == PHASE_SETTLED, "market: dispute not settled"
+    weight: uint256 = self.vote_weight[job_id][referee]
+    assert weight > 0, "market: no vote to release"
+    self.vote_weight[job_id][referee] = 0
+    right: bool = self.vote_side[job_id][referee] == (d.winner == job.solver)
+    log VoteReleased(job_id=job_id, referee=referee, weight=weight, slashed=not right)
+    if right:
+        extcall registry.unlock(referee, weight)
+    else:
+        extcall registry.slash(referee, weight, d.winner)
 
 
 # ---------------------------------------------------------------- views
@@ -514,13 +605,18 @@ def _record(d: Dispute, is_solver: bool, answer: bytes32) -> Dispute:
 @internal
 @pure
 def _narrow(d: Dispute, agree: bool) -> Dispute:
-    # Invariant: everything before lo agrees and index hi differs, so the search ends on the
-    # first differing index.
+    # Invariant: both sides gave `agreed` at lo-1 and differ at hi (solver_diff vs
+    # challenger_diff), so the search ends on an index whose input they agree on and whose
+    # output they do not. It need not be the first difference: a side may agree again after
+    # disagreeing, and any such index is as good for the referee.
     r: Dispute = d
     if agree:
         r.lo = d.index + 1
+        r.agreed = d.solver_answer
     else:
         r.hi = d.index
+        r.solver_diff = d.solver_answer
+        r.challenger_diff = d.challenger_answer
     return r
 
 
@@ -591,16 +687,3 @@ def _settle(job_id: uint256, solver_wins: bool, reason: String[32]):
     extcall registry.slash(loser, job.solver_stake, winner)
     extcall registry.unlock(winner, job.solver_stake)
     self._pay(job.solver if solver_wins else job.poster, job.bounty)
-
-
-@internal
-def _draw(job_id: uint256):
-    # No majority: nobody is punished and the poster gets the bounty back.
-    job: Job = self.jobs[job_id]
-    d: Dispute = self.disputes[job_id]
-    self.jobs[job_id].status = DRAW
-    self.disputes[job_id].phase = PHASE_SETTLED
-    log DisputeSettled(job_id=job_id, winner=empty(address), loser=empty(address), reason="draw")
-    extcall registry.unlock(job.solver, job.solver_stake)
-    extcall registry.unlock(d.challenger, job.solver_stake)
-    self._pay(job.poster, job.bounty)

@@ -4,7 +4,9 @@
 @notice Nodes register a libp2p peer id and roles, and stake credits. Contracts allowed as
         slashers (the JobMarket, the SwarmCoordinator) lock stake while a node has work at
         risk and slash it when the node loses; only locked stake can be slashed, and locked
-        stake cannot be unbonded, so a node cannot run away from a dispute.
+        stake cannot be unbonded, so a node cannot run away from a dispute. The owner names
+        the two slashers once, at deployment, and has no power over stake after that: no
+        key can appoint another slasher and take anyone's stake.
 """
 
 from ethereum.ercs import IERC20
@@ -62,6 +64,7 @@ owner: public(address)
 token: public(IERC20)
 unbond_delay: public(uint256)
 slashers: public(HashMap[address, bool])
+slashers_set: public(bool)
 locked_by: public(HashMap[address, HashMap[address, uint256]])
 peer_owner: public(HashMap[String[64], address])
 nodes: HashMap[address, INodeRegistry.Node]
@@ -75,10 +78,17 @@ def __init__(token: address, unbond_delay: uint256):
 
 
 @external
-def set_slasher(who: address, allowed: bool):
+def set_slashers(market: address, swarm: address):
+    # Once only: a slasher can take any stake it locks, so the set of slashers is fixed
+    # for the registry's lifetime.
     assert msg.sender == self.owner, "registry: not owner"
-    self.slashers[who] = allowed
-    log SlasherSet(who=who, allowed=allowed)
+    assert not self.slashers_set, "registry: slashers already set"
+    assert market != empty(address) and swarm != empty(address), "registry: empty slasher address"
+    self.slashers_set = True
+    self.slashers[market] = True
+    self.slashers[swarm] = True
+    log SlasherSet(who=market, allowed=True)
+    log SlasherSet(who=swarm, allowed=True)
 
 
 @external

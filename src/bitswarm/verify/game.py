@@ -1,0 +1,318 @@
+"""The dispute game (after Verde), once for every kind of job: training, inference, eval.
+
+A job's result is a list of leaves (the state after each training step, the chained commitment
+after each generated token), committed as a Merkle root. Leaf k is computed from the leaf before
+it (the "before": leaf k-1, or the job's start for k = 0) by a fixed sequence of `ops_per_leaf`
+traced ops, a pure function of the spec. A party's trace of leaf k is chained from its before:
+c_{-1} = before, c_i = H(c_{i-1} | H(record_i)); its trace root is the Merkle root over
+c_0..c_{n-1}.
+
+The arbiter (`play` here, JobMarket.vy on chain: the same rules) asks, checks and narrows:
+1. leaf bisection: both answer leaf k with a Merkle proof bound to k and the leaf count. The
+   last leaf first (equal: the challenger loses); then halves, keeping "lo-1 agreed, hi differs",
+   until one leaf k: both agree on its before and differ on it.
+2. trace commitments of leaf k: exactly `ops_per_leaf` digests (any other count loses).
+3. op bisection over indices 0..n, where index n is virtual: each side's own committed leaf k,
+   known to differ. It ends on one index i: the value at i-1 agreed (at -1: the before), at i
+   not. So every commitment is bound at both ends: a trace that does not start from the agreed
+   before differs at 0, one that does not reach the party's committed leaf differs at n.
+4. the referee rules on that single transition (`rule`): with both records at i (checked against
+   the agreed digest and each side's value) naming the same op and inputs, it recomputes that
+   one op; otherwise it recomputes leaf k from the agreed before and compares the value at i.
+   The honest side's value always equals the truth and the other side's never does, so the
+   game has no draw when one side is honest.
+A side that does not answer, or answers with a proof that does not verify, loses (on chain it
+cannot answer at all and loses at the deadline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bitswarm.repro.hashing import merkle_root
+from bitswarm.verify import merkle
+from bitswarm.verify.trace import chain_digests, input_hashes, record_digest
+
+ZERO = "00" * 32
+TACTICS = ("honest", "lie", "forge", "other_index", "silent")  # how a side may answer a query
+TRACE_TACTICS = ("honest", "short", "long", "forge", "silent")  # how a side may commit a trace
+PAD_OP = "pad"  # filler a side commits past the end of a shorter computation (skip, say)
+
+
+class GameError(ValueError):
+    pass
+
+
+@dataclass
+class Trace:
+    """One side's computation of one leaf: its op records, the before it started from and the
+    leaf value it reached."""
+
+    records: list[dict]
+    before: str
+    after: str
+    seconds: float = 0.0
+
+    def digests(self) -> list[str]:
+        return chain_digests(self.records, self.before)
+
+
+class Computation(ABC):
+    """What one side computed, in the game's terms (training runs and inference records)."""
+
+    @abstractmethod
+    def leaves(self) -> list[str]:
+        """The committed leaves."""
+
+    @abstractmethod
+    def trace(self, k: int) -> Trace:
+        """This side's own computation of leaf k, from its own before."""
+
+    @abstractmethod
+    def inputs(self, k: int, i: int) -> tuple:
+        """(op, args, kwargs) of op i of leaf k, handed to a referee."""
+
+
+Tactic = Callable[[str, int], str]  # (query kind "leaf" | "trace" | "op", index) -> an action
+
+
+def honest(_kind: str, _index: int) -> str:
+    return "honest"
+
+
+def _other(h: str) -> str:
+    return format(int(h, 16) ^ 1, "064x")
+
+
+class Party:
+    """One side of a dispute: answers every query from its computation, as its tactic says."""
+
+    def __init__(self, name: str, computation: Computation, ops_per_leaf: int, tactic: Tactic = honest):
+        self.name, self.comp, self.n, self.tactic = name, computation, ops_per_leaf, tactic
+        self.log = computation.leaves()
+        self.root = merkle_root(self.log) if self.log else ZERO
+        self._committed: dict[int, list[str]] = {}
+
+    # -- leaf bisection ------------------------------------------------------------------
+
+    def answer_leaf(self, k: int):
+        """(leaf, proof) for leaf k, or None when this side lets the deadline pass."""
+        return self._answer(self.tactic("leaf", k), self.log, k)
+
+    # -- the disputed leaf's trace ----------------------------------------------------------
+
+    def committed_digests(self, k: int) -> list[str]:
+        """The digests this side commits for leaf k: its own trace, padded or cut to n ops."""
+        if k not in self._committed:
+            t = self.comp.trace(k)
+            recs = list(t.records[: self.n])
+            recs += [{"i": j, "op": PAD_OP, "in": [], "out": []} for j in range(len(recs), self.n)]
+            self._committed[k] = chain_digests(recs, t.before)
+        return self._committed[k]
+
+    def commit_trace(self, k: int):
+        """(trace root, op count) for leaf k, or None."""
+        action = self.tactic("trace", k)
+        digests = self.committed_digests(k)
+        if action == "silent":
+            return None
+        if action == "short":
+            digests = digests[:-1]
+        elif action == "long":
+            digests = digests + [hashlib.sha256(digests[-1].encode()).hexdigest()]
+        elif action == "forge":
+            return os.urandom(32).hex(), self.n
+        self._committed[("sent", k)] = digests
+        return merkle_root(digests), len(digests)
+
+    def answer_op(self, k: int, i: int):
+        """(digest, proof) of op i of leaf k, or None."""
+        return self._answer(self.tactic("op", i), self._committed.get(("sent", k)) or self.committed_digests(k), i)
+
+    def op_material(self, k: int, i: int):
+        """The record behind digest i, handed to a referee (None past this side's trace)."""
+        recs = self.comp.trace(k).records
+        if i < len(recs):
+            return recs[i]
+        return {"i": i, "op": PAD_OP, "in": [], "out": []} if i < self.n else None
+
+    @staticmethod
+    def _answer(action: str, leaves: list[str], k: int):
+        if action == "silent" or not leaves:
+            return None
+        if action == "other_index" and len(leaves) > 1:
+            j = k ^ 1 if (k ^ 1) < len(leaves) else 0
+            return leaves[j], merkle.proof(leaves, j)
+        if k >= len(leaves):
+            return None
+        leaf, proof = leaves[k], merkle.proof(leaves, k)
+        if action == "lie":
+            return _other(leaf), proof
+        if action == "forge":
+            return os.urandom(32).hex(), [[s, os.urandom(32).hex()] for s, _ in proof]
+        return leaf, proof
+
+
+class Referee(ABC):
+    """Recomputes what the game pinned down, with its own kernels, from the agreed before."""
+
+    @abstractmethod
+    def honest_trace(self, k: int, before: str | None, parties: list[Party]) -> Trace:
+        """The true computation of leaf k from the agreed before (None: the job's start), whose
+        material (a checkpoint, a prefix) it may take from the parties, hash-checked."""
+
+    @abstractmethod
+    def recompute(self, op: str, args, kwargs) -> list:
+        """One op's output hashes, computed by the referee."""
+
+    @abstractmethod
+    def start(self) -> str:
+        """The before of leaf 0 (the initial state hash; zeros for a token chain)."""
+
+
+def link(prev: str, record: dict) -> str:
+    """The chained digest after `record`, from `prev` (trace.chain_digests, one link)."""
+    return chain_digests([record], prev)[0]
+
+
+def rule(referee: Referee, parties: dict[str, Party], k: int, i: int, n: int, before: str | None,
+         prev: str, values: dict[str, str]) -> dict:
+    """The verdict on the transition the game pinned: index i of leaf k, where `prev` is the agreed
+    value at i-1 (`before` when i = 0) and values[side] each side's value at i (at i = n: each
+    side's committed leaf). Returns {"winner", "op", "referee", "referee_seconds"}."""
+    if i < n:
+        recs = {s: parties[s].op_material(k, i) for s in values}
+        seed = prev if not (i == 0 and before is None) else referee.start()
+        ok = all(r is not None and link(seed, r) == values[s] for s, r in recs.items())
+        ra, rb = recs.values()
+        if ok and ra["op"] == rb["op"] and ra["in"] == rb["in"] and ra["op"] != PAD_OP:
+            for s in values:  # a party whose tensors are not the agreed ones is passed over
+                op, args, kwargs = parties[s].comp.inputs(k, i)
+                if op == ra["op"] and input_hashes(args, kwargs) == ra["in"]:
+                    start = time.perf_counter()
+                    truth = link(seed, {**ra, "out": referee.recompute(op, args, kwargs)})
+                    winners = [s2 for s2, v in values.items() if v == truth]
+                    if len(winners) == 1:
+                        return {"winner": winners[0], "op": op, "referee": "op",
+                                "referee_seconds": round(time.perf_counter() - start, 4)}
+                    break
+    start = time.perf_counter()
+    honest_t = referee.honest_trace(k, before, list(parties.values()))
+    if len(honest_t.records) != n:
+        raise GameError(f"the referee's own computation has {len(honest_t.records)} ops, the job says {n}")
+    digests = honest_t.digests()
+    truth = digests[i] if i < n else honest_t.after
+    op = honest_t.records[i]["op"] if i < n else "result"
+    winners = [s for s, v in values.items() if v == truth]
+    return {"winner": winners[0] if len(winners) == 1 else None, "op": op, "referee": "step",
+            "referee_seconds": round(time.perf_counter() - start, 4)}
+
+
+@dataclass
+class Outcome:
+    agree: bool = False
+    leaf: int | None = None
+    op_index: int | None = None
+    rounds: int = 0
+    winner: str | None = None
+    referee: str | None = None
+    op: str | None = None
+    referee_seconds: float = 0.0
+    trace_seconds: float = 0.0
+    round_bound: int = 0
+    queries: list = field(default_factory=list)  # (phase, index) per round, for the record
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "queries"}
+
+
+def round_bound(n_leaves: int, ops_per_leaf: int) -> int:
+    """Commitments, the last leaf, the leaf bisection, trace commitments, the op bisection."""
+    return 3 + math.ceil(math.log2(max(n_leaves, 1))) + math.ceil(math.log2(ops_per_leaf + 1))
+
+
+def play(solver: Party, challenger: Party, referee: Referee, ops_per_leaf: int) -> Outcome:
+    """Play the game between two sides of one job (named by their Party.name) to its verdict."""
+    sides = {solver.name: solver, challenger.name: challenger}
+    s_name, c_name = solver.name, challenger.name
+    T = len(solver.log)
+    out = Outcome(rounds=1, round_bound=round_bound(T, ops_per_leaf))
+    if len(challenger.log) != T or T == 0:
+        raise GameError(f"the results cover {T} and {len(challenger.log)} leaves; both must finish the job")
+    if solver.root == challenger.root:
+        out.agree = True
+        return out
+
+    def lose(side: str, why: str) -> Outcome:
+        out.winner, out.referee = (c_name if side == s_name else s_name), why
+        return out
+
+    def ask(kind: str, index: int, n_leaves: int, roots: dict, answer) -> tuple[dict | None, str | None, str | None]:
+        out.rounds += 1
+        out.queries.append((kind, index))
+        got, failed = {}, []
+        for name, p in sides.items():
+            a = answer(p)
+            if a is None:
+                failed.append((name, "deadline"))
+            elif not merkle.verify(a[0], a[1], roots[name], index, n_leaves):
+                failed.append((name, "proof"))
+            else:
+                got[name] = a[0]
+        if failed:  # both failing: on chain both let the deadline pass, and the challenger loses
+            name, why = failed[-1] if len(failed) == 2 else failed[0]
+            return None, name, why
+        return got, None, None
+
+    def bisect(kind: str, lo: int, hi: int, n_leaves: int, roots: dict, answer, agreed, diffs, first=None):
+        index = first if first is not None else (lo + hi) // 2
+        while True:
+            got, loser, why = ask(kind, index, n_leaves, roots, lambda p: answer(p, index))
+            if loser:
+                return None, loser, why
+            if got[s_name] == got[c_name]:
+                if first is not None and index == first:
+                    return None, c_name, "final state agreed"
+                lo, agreed = index + 1, got[s_name]
+            else:
+                hi, diffs = index, got
+            first = None
+            if lo == hi:
+                return (hi, agreed, diffs), None, None
+            index = (lo + hi) // 2
+
+    # 1. leaf bisection, the last leaf first
+    roots = {n: p.root for n, p in sides.items()}
+    found, loser, why = bisect("leaf", 0, T - 1, T, roots, lambda p, k: p.answer_leaf(k), None, None, first=T - 1)
+    if loser:
+        return lose(loser, why)
+    k, before, afters = found
+    out.leaf = k
+    # 2. trace commitments, exactly ops_per_leaf digests each
+    out.rounds += 1
+    t0 = time.perf_counter()
+    traces = {n: p.commit_trace(k) for n, p in sides.items()}
+    out.trace_seconds = round(time.perf_counter() - t0, 4)
+    for n, t in traces.items():
+        if t is None:
+            return lose(n, "deadline")
+        if t[1] != ops_per_leaf:
+            return lose(n, "trace length")
+    # 3. op bisection over 0..n, n being each side's committed leaf k
+    troots = {n: t[0] for n, t in traces.items()}
+    found, loser, why = bisect("op", 0, ops_per_leaf, ops_per_leaf, troots, lambda p, i: p.answer_op(k, i), before, afters)
+    if loser:
+        return lose(loser, why)
+    i, prev, values = found
+    out.op_index = i
+    # 4. the referee
+    verdict = rule(referee, sides, k, i, ops_per_leaf, before, prev if prev is not None else (before or ""), values)
+    out.winner, out.op, out.referee, out.referee_seconds = (verdict["winner"], verdict["op"], verdict["referee"],
+                                                            verdict["referee_seconds"])
+    return out
