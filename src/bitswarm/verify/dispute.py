@@ -1,15 +1,16 @@
 """Training disputes: verify.game played between two run directories of one spec.
 
-Leaf k is the state hash after step k+1 (steps.jsonl); the before of leaf 0 is the spec's
-initial state. A side's trace of leaf k is its own re-execution of step k+1 from its own
-checkpoints (with its adversary's fault, if it has one), chained from the state it started
-from. The referee rebuilds the agreed state before the disputed step from whichever side's
+Leaf k is the chained commitment to the state after step k+1 (transcript.chain_leaves); the
+before of leaf 0 is the spec's initial state hash. A side's trace of leaf k is its own
+re-execution of step k+1 from its own checkpoints (with its adversary's fault, if it has one),
+chained from its leaf k-1; it ends at sha256(leaf k-1 | the state hash it reached). The referee rebuilds the agreed state before the disputed step from whichever side's
 checkpoints hash to the agreed leaf (or from the spec, for the first step), then recomputes one
 op, or the step. Trust: the referee needs only the spec, the agreed hash and its own kernels.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from bitswarm.repro import train as repro_train
@@ -17,6 +18,11 @@ from bitswarm.verify.adversary import Adversary, do_step
 from bitswarm.verify.game import Computation, GameError, Party, Referee, Trace, honest, play
 from bitswarm.verify.replay import ReplayError
 from bitswarm.verify.trace import count_ops, recompute, trace_step
+from bitswarm.verify.transcript import TranscriptError, chain_leaves, run_leaves
+
+
+def _link(before: str, state_hash: str) -> str:
+    return chain_leaves(before, [state_hash])[0]
 
 
 class DisputeError(GameError):
@@ -29,8 +35,14 @@ class TrainRun(Computation):
     def __init__(self, run: Path, prepared, adversary: Adversary | None = None):
         self.run, self.prepared, self.adversary = Path(run), prepared, adversary
         self._traces: dict[int, dict] = {}
+        self._inputs: dict[tuple, tuple] = {}
 
     def leaves(self) -> list[str]:
+        if not hasattr(self, "_leaves"):
+            self._leaves = run_leaves(self.run)
+        return self._leaves
+
+    def state_hashes(self) -> list[str]:
         return [r["state_hash"] for r in repro_train.read_step_log(self.run)]
 
     def _traced(self, k: int) -> dict:
@@ -41,11 +53,16 @@ class TrainRun(Computation):
 
     def trace(self, k: int) -> Trace:
         t = self._traced(k)
-        return Trace(t["records"], t["state_hash_before"], t["state_hash_after"], t["seconds"])
+        leaves = self.leaves()
+        before = leaves[k - 1] if k else repro_train.checkpoint_meta(repro_train.checkpoints(self.run)[0])["state_hash"]
+        return Trace(t["records"], before, _link(before, t["state_hash_after"]), t["seconds"])
 
     def inputs(self, k: int, i: int) -> tuple:
-        adv = self.adversary.when_tracing() if self.adversary else None
-        return trace_step(self.run, self.prepared, k + 1, adv, capture=i)["captured"]
+
+        if (k, i) not in self._inputs:
+            adv = self.adversary.when_tracing() if self.adversary else None
+            self._inputs[(k, i)] = trace_step(self.run, self.prepared, k + 1, adv, capture=i)["captured"]
+        return copy.deepcopy(self._inputs[(k, i)])  # the referee's op may update them in place
 
 
 class TrainReferee(Referee):
@@ -54,6 +71,7 @@ class TrainReferee(Referee):
     def __init__(self, prepared):
         self.prepared = prepared
         self._start = prepared.state.hash()
+        self._honest: dict[tuple, Trace] = {}  # (leaf, before) -> the true computation
 
     def start(self) -> str:
         return self._start
@@ -62,40 +80,43 @@ class TrainReferee(Referee):
         return recompute(self.prepared.model.B, op, args, kwargs)
 
     def _state_before(self, k: int, before: str | None, parties: list[Party]):
-        """The agreed state before step k+1, rebuilt and hash-checked."""
-        import copy
-
+        """The agreed state before step k+1 (state k), rebuilt and hash-checked: its hash must be
+        the one a side logged for step k, and that side's leaves must chain to the agreed leaf."""
         p = self.prepared
         if before is None or k == 0:
             return copy.deepcopy(p.state)
-        for party in parties:  # a side whose checkpoints do not reach the agreed hash is passed over
-            run = getattr(party.comp, "run", None)
-            ckpts = repro_train.checkpoints(run) if run else {}
-            base = max((s for s in ckpts if s <= k), default=None)
-            if base is None:
-                continue
+        for party in parties:  # a side whose data does not reach the agreed leaf is passed over
+            comp = party.comp
             try:
+                if comp.leaves()[k - 1] != before:
+                    continue
+                want = comp.state_hashes()[k - 1]
+                ckpts = repro_train.checkpoints(comp.run)
+                base = max(s for s in ckpts if s <= k)
                 state = repro_train.TrainState.load(ckpts[base])
-            except (repro_train.TrainError, OSError, KeyError, ValueError):
+            except (repro_train.TrainError, TranscriptError, OSError, KeyError, IndexError, ValueError):
                 continue
             p.model.params = state.params
             while state.step < k:
                 repro_train.train_step(p.model, state, p.batches_for_step(state.step), p.hyper)
-            if state.hash() == before:
+            if state.hash() == want:
                 return state
-        raise DisputeError(f"no side handed over a state that hashes to the agreed state {before[:12]}… of step {k}")
+        raise DisputeError(f"no side handed over a state that chains to the agreed leaf {before[:12]}… of step {k}")
 
     def honest_trace(self, k: int, before: str | None, parties: list[Party]) -> Trace:
         from bitswarm.verify.trace import TracingBackend
 
+        if (k, before) in self._honest:
+            return self._honest[(k, before)]
         p = self.prepared
         state = self._state_before(k, before, parties)
-        start = state.hash()
+        seed = before if k else self._start
         p.model.params = state.params
         tracers = []
         do_step(p.model, state, p.batches_for_step, p.hyper, None,
                 outer=lambda inner: tracers.append(TracingBackend(inner)) or tracers[-1])
-        return Trace(tracers[-1].records, start, state.hash())
+        self._honest[(k, before)] = Trace(tracers[-1].records, seed, _link(seed, state.hash()))
+        return self._honest[(k, before)]
 
 
 def parties(run_a: Path, run_b: Path, prepared_factory, ops_per_leaf: int, tactics=(None, None)):

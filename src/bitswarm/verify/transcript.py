@@ -1,15 +1,20 @@
-"""Training transcripts, format version 1: what a solver commits to and a verifier checks.
+"""Training transcripts, format version 2: what a solver commits to and a verifier checks.
 
     {
-      "version": 1,
+      "version": 2,
       "kind": "train",
       "spec_cid": CID of the spec (canonical JSON, sorted keys),
       "repro_version": the reproducibility contract version,
       "initial_state_hash": state hash at step 0,
       "state_hashes": [state hash after step 1, ..., after step T],
       "checkpoints": {"<step>": CID of the checkpoint directory, ...},
-      "root": Merkle root over state_hashes (verify.merkle; leaf i = step i + 1)
+      "root": Merkle root over the chained leaves (verify.merkle; leaf i = step i + 1)
     }
+
+The leaves are chained (`chain_leaves`): c_{-1} = the initial state hash, c_k = sha256(c_{k-1} |
+state hash after step k+1). So a leaf commits the whole history up to it: two runs that agree
+on their last leaf agree on every step and every reported loss, and a run that invents one
+step's hash differs from there to its last leaf.
 
 The transcript itself is stored as a blob (canonical JSON, sorted keys, no spaces), so its
 CID names exactly this commitment. The root is what goes on chain.
@@ -17,6 +22,7 @@ CID names exactly this commitment. The root is what goes on chain.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -24,11 +30,28 @@ from bitswarm.repro.hashing import merkle_root
 from bitswarm.repro.train import checkpoint_meta, checkpoints, read_step_log
 from bitswarm.store import BlobStore
 
-VERSION = 1
+VERSION = 2
 
 
 class TranscriptError(ValueError):
     pass
+
+
+def chain_leaves(initial_hash: str, state_hashes: list[str]) -> list[str]:
+    """The committed leaves of a training run: each state hash chained onto the one before."""
+    out, prev = [], bytes.fromhex(initial_hash)
+    for h in state_hashes:
+        prev = hashlib.sha256(prev + bytes.fromhex(h)).digest()
+        out.append(prev.hex())
+    return out
+
+
+def run_leaves(run: Path) -> list[str]:
+    """chain_leaves of a run directory, from its initial checkpoint and its step log."""
+    ckpts = checkpoints(run)
+    if 0 not in ckpts:
+        raise TranscriptError(f"{run} lacks the initial checkpoint (step 0)")
+    return chain_leaves(checkpoint_meta(ckpts[0])["state_hash"], [r["state_hash"] for r in read_step_log(run)])
 
 
 def canonical_json(obj) -> bytes:
@@ -62,7 +85,7 @@ def build(store: BlobStore, run: Path) -> tuple[str, dict]:
         "initial_state_hash": initial,
         "state_hashes": hashes,
         "checkpoints": ckpts,
-        "root": merkle_root(hashes),
+        "root": merkle_root(chain_leaves(initial, hashes)),
     }
     return store.put_bytes(canonical_json(transcript), label=f"transcript {run.name}"), transcript
 
@@ -78,6 +101,9 @@ def load(store: BlobStore, cid: str) -> dict:
     hashes = t.get("state_hashes")
     if not isinstance(hashes, list) or not all(isinstance(h, str) and len(h) == 64 for h in hashes):
         raise TranscriptError(f"{cid}: state_hashes must be a list of 64-hex-digit hashes")
-    if merkle_root(hashes) != t.get("root"):
+    initial = t.get("initial_state_hash")
+    if not (isinstance(initial, str) and len(initial) == 64):
+        raise TranscriptError(f"{cid}: initial_state_hash must be a 64-hex-digit hash")
+    if merkle_root(chain_leaves(initial, hashes)) != t.get("root"):
         raise TranscriptError(f"{cid}: root does not match its state hashes")
     return t
