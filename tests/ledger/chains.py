@@ -82,7 +82,7 @@ def start_hardhat() -> Chain:
         m = re.search(r"Private Key: (0x[0-9a-fA-F]{64})", line)
         if m:
             keys.append(m.group(1))
-        if len(keys) >= 8:
+        if len(keys) >= 10:
             break
     else:
         os.killpg(proc.pid, signal.SIGKILL)

@@ -1,8 +1,10 @@
 """Whole job lifecycles through the Python client, on the embedded devnet and on hardhat 2.
 
-The dispute is played with real training runs of the tiny model: an honest run and one whose
-party flipped a bit, their real step-hash Merkle trees, their real op traces, and referees that
-recompute the pinned op with the repro kernels before voting.
+The disputes are played with real training runs of the tiny model: an honest run and cheats
+(every training and protocol adversary of verify.adversary), their real chained leaves, their
+real op traces, and referees that recompute the pinned transition with the repro kernels and
+vote with their stake. The ledger cheats (sybil referees, a self-challenge, a challenge without
+stake) are played against the same contracts.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import hashlib
 
 import pytest
 
-from bitswarm.jobs.onchain import ChainParty, play_rounds, referee_vote, result_root
+from bitswarm.jobs.onchain import ChainParty, play_rounds, referee_vote
 from bitswarm.jobs.spec import example_spec
 from bitswarm.jobs.train_job import prepare, run_training
 from bitswarm.ledger.client import CREDIT, DISPUTE_PHASE, JOB_STATUS, ROLE_REFEREE, ROLE_SOLVER, ROLE_VERIFIER
 from bitswarm.ledger.errors import RevertError
 from bitswarm.verify.adversary import Adversary
-from bitswarm.verify.dispute import Party
+from bitswarm.verify.dispute import TrainReferee, TrainRun
+from bitswarm.verify.game import Party, honest
+from bitswarm.verify.trace import count_ops
 from bitswarm.verify.transcript import build as build_transcript
 
 from .chains import FAST, hardhat_missing, start_devnet, start_hardhat
@@ -25,7 +29,9 @@ from .chains import FAST, hardhat_missing, start_devnet, start_hardhat
 pytestmark = pytest.mark.network
 STEPS = 6
 BOUNTY, STAKE, WINDOW = 50 * CREDIT, 20 * CREDIT, 120
-POSTER, SOLVER, CHALLENGER, REFEREES = 1, 2, 3, (4, 5, 6)
+POSTER, SOLVER, CHALLENGER, REFEREES, SYBILS, NO_STAKE = 1, 2, 3, (4, 5, 6), (7, 8), 9
+CHEATS = ["bitflip@step=3,op=40", "lazy@step=3", "tracelie@step=2", "short@step=3", "long@step=3",
+          "wrongindex@step=3", "inconsistent@step=2", "silent@step=2"]
 
 
 @pytest.fixture(scope="module", params=["devnet", "hardhat"])
@@ -37,12 +43,16 @@ def chain(request, tmp_path_factory):
         c = start_hardhat()
     else:
         c = start_devnet(tmp_path_factory.mktemp("devnet"))
-    lg = {i: c.ledger(i) for i in (POSTER, SOLVER, CHALLENGER, *REFEREES)}
+    lg = {i: c.ledger(i) for i in (POSTER, SOLVER, CHALLENGER, *REFEREES, *SYBILS, NO_STAKE)}
     for i, roles in [(SOLVER, ROLE_SOLVER | ROLE_VERIFIER), (CHALLENGER, ROLE_SOLVER | ROLE_VERIFIER)] + [
         (r, ROLE_REFEREE) for r in REFEREES
     ]:
         lg[i].register(f"12D3KooWtest{i}", roles)
         lg[i].stake(100 * CREDIT)
+    for i in SYBILS:  # the cheat's throwaway referee accounts: the least stake a vote allows
+        lg[i].register(f"12D3KooWsybil{i}", ROLE_REFEREE)
+        lg[i].stake(FAST.referee_min_stake)
+    lg[NO_STAKE].register("12D3KooWnostake", ROLE_VERIFIER)
     c.actors = lg
     yield c
     c.stop()
@@ -50,20 +60,25 @@ def chain(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(tiny_model_store, tmp_path_factory):
-    """An honest run and a cheat's run of one spec (bit flipped at step 3, op 40)."""
+    """An honest run and one run per cheat, of one spec."""
     store, cid = tiny_model_store
     spec = example_spec(cid, steps=STEPS).model_copy(update={"seq_len": 16, "global_batch": 2, "checkpoint_every": 2})
     root = tmp_path_factory.mktemp("runs")
-    run_training(store, spec, root / "honest")
-    run_training(store, spec, root / "cheat", adversary="bitflip@step=3,op=40")
+    for name in ["honest"] + CHEATS:
+        run_training(store, spec, root / name, adversary=None if name == "honest" else name)
     spec_cid = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
-    return store, spec, root, spec_cid
+    return store, spec, root, spec_cid, count_ops(prepare(store, spec))
 
 
 def _party(runs, which: str) -> Party:
-    store, spec, root, _ = runs
-    run = root / which
-    return Party(which, run, prepare(store, spec), Adversary.load(run))
+    store, spec, root, _, n = runs
+    adv = Adversary.load(root / which)
+    return Party(which, TrainRun(root / which, prepare(store, spec), adv), n, adv.tactic() if adv else honest)
+
+
+def _referee(runs) -> TrainReferee:
+    store, spec, *_ = runs
+    return TrainReferee(prepare(store, spec))
 
 
 def _balances(chain) -> dict[int, int]:
@@ -75,12 +90,13 @@ def _stakes(chain) -> dict[int, int]:
 
 
 def _post_and_commit(chain, runs, solver_party: Party) -> int:
-    store, _, _, spec_cid = runs
+    store, _, _, spec_cid, n = runs
     a = chain.actors
-    job = a[POSTER].post_job(spec_cid, "train", STEPS, BOUNTY, STAKE, WINDOW)
+    job = a[POSTER].post_job(spec_cid, "train", STEPS, BOUNTY, STAKE, WINDOW, ops_per_leaf=n)
     a[SOLVER].claim_job(job)
-    transcript_cid, _ = build_transcript(store, solver_party.run)
-    a[SOLVER].commit_result(job, result_root(solver_party), transcript_cid)
+    transcript_cid, transcript = build_transcript(store, solver_party.comp.run)
+    assert transcript["root"] == solver_party.root  # the transcript commits exactly the game's leaves
+    a[SOLVER].commit_result(job, solver_party.root, transcript_cid)
     return job
 
 
@@ -102,46 +118,109 @@ def test_job_settled_without_challenge(chain, runs):
     assert JOB_STATUS[a[POSTER].job(job)["status"]] == "done"
 
 
-@pytest.mark.parametrize("cheater", ["solver", "challenger"])
-def test_challenged_job_settles_for_the_honest_side(chain, runs, cheater):
+def _dispute(chain, runs, solver_p: Party, challenger_p: Party, voters=REFEREES[:2]) -> tuple[int, dict]:
+    """Post, commit, challenge and play until the chain waits for referees or a deadline."""
     a = chain.actors
-    store, spec, root, _ = runs
-    solver_p = _party(runs, "cheat" if cheater == "solver" else "honest")
-    challenger_p = _party(runs, "honest" if cheater == "solver" else "cheat")
-    before, stakes = _balances(chain), _stakes(chain)
     job = _post_and_commit(chain, runs, solver_p)
-    a[CHALLENGER].challenge(job, result_root(challenger_p))
-    sides = [ChainParty(a[SOLVER], job, solver_p, "solver"), ChainParty(a[CHALLENGER], job, challenger_p, "challenger")]
-    play_rounds(sides)
-    d = a[POSTER].dispute(job)
-    assert DISPUTE_PHASE[d["phase"]] == "vote"
-    assert d["disputed_step"] + 1 == 3  # the step the cheat flipped a bit in
-    assert d["disputed_op"] == 40  # and the op
-    for r in REFEREES:
-        verdict = referee_vote(a[r], job, solver_p, challenger_p, prepare(store, spec), root / "honest")
-        assert verdict["referee"] == "op" and verdict["winner"] == ("B" if cheater == "solver" else "A")
-    with pytest.raises(RevertError, match="nothing to settle"):
-        a[POSTER].settle(job)
-    a[POSTER].increase_time(FAST.vote_timeout + 1)
-    rc = a[POSTER].settle(job)
-    honest, cheat = (CHALLENGER, SOLVER) if cheater == "solver" else (SOLVER, CHALLENGER)
-    assert rc.event("DisputeSettled")["winner"] == a[honest].address
+    a[CHALLENGER].challenge(job, challenger_p.root)
+    play_rounds([ChainParty(a[SOLVER], job, solver_p, "solver"), ChainParty(a[CHALLENGER], job, challenger_p, "challenger")])
+    verdicts = []
+    if DISPUTE_PHASE[a[POSTER].dispute(job)["phase"]] == "vote":
+        for r in voters:
+            verdicts.append(referee_vote(a[r], job, solver_p, challenger_p, _referee(runs), runs[4]))
+        a[POSTER].increase_time(FAST.vote_timeout + 1)
+    else:
+        a[POSTER].increase_time(FAST.round_timeout + 1)
+    return job, {"verdicts": verdicts, "settled": a[POSTER].settle(job).event("DisputeSettled")}
+
+
+def _release_votes(chain, job):
+    for r in (*REFEREES, *SYBILS):
+        if chain.actors[POSTER].vote_weight(job, chain.actors[r].address):
+            chain.actors[POSTER].release_vote(job, chain.actors[r].address)
+
+
+@pytest.mark.parametrize("cheat", CHEATS)
+def test_a_cheating_solver_is_slashed_whatever_it_tries(chain, runs, cheat):
+    a = chain.actors
+    before, stakes = _balances(chain), _stakes(chain)
+    job, out = _dispute(chain, runs, _party(runs, cheat), _party(runs, "honest"))
+    _release_votes(chain, job)
+    assert out["settled"]["winner"] == a[CHALLENGER].address, (cheat, out)
+    assert all(v["winner"] == "challenger" for v in out["verdicts"]), out
     after = _balances(chain)
-    assert _stakes(chain)[cheat] == stakes[cheat] - STAKE  # the loser is slashed ...
-    assert after[honest] - before[honest] == STAKE + (BOUNTY if honest == SOLVER else 0)  # ... to the winner
-    assert before[POSTER] - after[POSTER] == (BOUNTY if honest == SOLVER else 0)  # refunded if the solver cheated
-    assert a[SOLVER].node()["locked"] == a[CHALLENGER].node()["locked"] == 0
-    assert JOB_STATUS[a[POSTER].job(job)["status"]] == ("done" if honest == SOLVER else "failed")
-    # top the loser's stake up again for the next test on this chain
-    a[cheat].stake(STAKE)
+    assert _stakes(chain)[SOLVER] == stakes[SOLVER] - STAKE  # the cheat is slashed ...
+    assert after[CHALLENGER] - before[CHALLENGER] == STAKE  # ... to the challenger
+    assert after[POSTER] == before[POSTER]  # the bounty comes back
+    assert {i: s for i, s in _stakes(chain).items() if i != SOLVER} == {i: s for i, s in stakes.items() if i != SOLVER}
+    assert all(lg.node()["locked"] == 0 for lg in a.values())
+    assert JOB_STATUS[a[POSTER].job(job)["status"]] == "failed"
+    a[SOLVER].stake(STAKE)  # top the stake up again for the next test on this chain
+
+
+def test_an_honest_solver_beats_a_cheating_challenger(chain, runs):
+    a = chain.actors
+    before, stakes = _balances(chain), _stakes(chain)
+    job, out = _dispute(chain, runs, _party(runs, "honest"), _party(runs, "bitflip@step=3,op=40"))
+    _release_votes(chain, job)
+    assert out["settled"]["winner"] == a[SOLVER].address
+    assert [v["referee"] for v in out["verdicts"]] == ["op", "op"]
+    d = a[POSTER].dispute(job)
+    assert (d["disputed_step"] + 1, d["disputed_op"]) == (3, 40)  # the step and op the cheat flipped a bit in
+    after = _balances(chain)
+    assert _stakes(chain)[CHALLENGER] == stakes[CHALLENGER] - STAKE
+    assert after[SOLVER] - before[SOLVER] == STAKE + BOUNTY and before[POSTER] - after[POSTER] == BOUNTY
+    a[CHALLENGER].stake(STAKE)
+
+
+def test_sybil_referees_buy_nothing(chain, runs):
+    """The cheat's two throwaway referee accounts vote for it against one honest referee: stake,
+    not head count, decides, and the throwaways lose what they voted with."""
+    a = chain.actors
+    before, stakes = _balances(chain), _stakes(chain)
+    job = _post_and_commit(chain, runs, _party(runs, "bitflip@step=3,op=40"))
+    a[CHALLENGER].challenge(job, _party(runs, "honest").root)
+    solver_p, challenger_p = _party(runs, "bitflip@step=3,op=40"), _party(runs, "honest")
+    play_rounds([ChainParty(a[SOLVER], job, solver_p, "solver"), ChainParty(a[CHALLENGER], job, challenger_p, "challenger")])
+    for s in SYBILS:
+        a[s].vote(job, True)
+    assert referee_vote(a[REFEREES[0]], job, solver_p, challenger_p, _referee(runs), runs[4])["winner"] == "challenger"
+    a[POSTER].increase_time(FAST.vote_timeout + 1)
+    assert a[POSTER].settle(job).event("DisputeSettled")["winner"] == a[CHALLENGER].address
+    _release_votes(chain, job)
+    after, now = _balances(chain), _stakes(chain)
+    for s in SYBILS:
+        assert now[s] == 0
+    assert now[SOLVER] == stakes[SOLVER] - STAKE
+    assert after[CHALLENGER] - before[CHALLENGER] == STAKE + 2 * FAST.referee_min_stake
+    assert now[REFEREES[0]] == stakes[REFEREES[0]] and a[REFEREES[0]].node()["locked"] == 0
+    a[SOLVER].stake(STAKE)
+    for s in SYBILS:
+        a[s].stake(FAST.referee_min_stake)
+
+
+def test_no_self_challenge_and_no_challenge_without_stake(chain, runs):
+    a = chain.actors
+    with pytest.raises(RevertError, match="stake below minimum"):
+        a[POSTER].post_job(runs[3], "train", STEPS, BOUNTY, 0, WINDOW, ops_per_leaf=runs[4])
+    job = _post_and_commit(chain, runs, _party(runs, "honest"))
+    a[POSTER].register("12D3KooWposter", ROLE_VERIFIER)
+    a[POSTER].stake(STAKE)
+    with pytest.raises(RevertError, match="poster cannot challenge"):
+        a[POSTER].challenge(job, "11" * 32)
+    with pytest.raises(RevertError):
+        a[NO_STAKE].challenge(job, "11" * 32)
+    a[POSTER].increase_time(WINDOW + 1)
+    a[POSTER].finalize(job)
+    a[POSTER].request_unbond(STAKE)
 
 
 def test_a_party_that_stops_answering_loses_by_deadline(chain, runs):
     a = chain.actors
-    solver_p, challenger_p = _party(runs, "cheat"), _party(runs, "honest")
+    solver_p, challenger_p = _party(runs, "bitflip@step=3,op=40"), _party(runs, "honest")
     stakes = _stakes(chain)
     job = _post_and_commit(chain, runs, solver_p)
-    a[CHALLENGER].challenge(job, result_root(challenger_p))
+    a[CHALLENGER].challenge(job, challenger_p.root)
     challenger = ChainParty(a[CHALLENGER], job, challenger_p, "challenger")
     assert challenger.act() == f"step {STEPS - 1}"  # the challenger answers; the solver goes quiet
     with pytest.raises(RevertError, match="nothing to settle"):

@@ -1,12 +1,15 @@
-"""The dispute game of verify.dispute, played on the JobMarket contract.
+"""The dispute game of verify.game, played on the JobMarket contract.
 
-The chain holds the commitments and runs the bisection: each round it asks one leaf (a step's
-state hash, later one op's chained trace digest) and checks every answer's Merkle proof against
-that party's committed root, so nothing a party says off chain matters. Off chain each party
-answers from its own run directory (a verify.dispute.Party), and referees rule on the single
-op the bisection pinned down with verify.dispute.rule, then vote.
+The chain holds the commitments and runs the arbiter: each round it asks one leaf (a step's
+chained state commitment or a token's commitment, later one op's chained trace digest), checks
+every answer's Merkle proof against that party's committed root, bound to the index asked and
+the tree's size, and requires a trace of exactly the job's ops_per_leaf digests. Off chain each
+side answers from its own data (a verify.game.Party), and referees rule on the one transition
+the bisection pinned down with verify.game.rule — the same rule the local game uses — reading
+the evidence (the agreed value before it, each side's value at it) from the contract, then vote
+with their stake.
 
-Chain indices are 0-based leaves: leaf k is the state after training step k+1.
+Chain indices are 0-based leaves: leaf k is the state after training step k+1 (token k).
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from dataclasses import dataclass
 
 from bitswarm.ledger.client import DISPUTE_PHASE, Ledger
 from bitswarm.ledger.errors import RevertError
-from bitswarm.repro.hashing import merkle_root
-from bitswarm.verify.dispute import Party, rule
+from bitswarm.verify.game import Party, Referee, rule
+from bitswarm.verify.merkle import siblings
+
+EMPTY = "00" * 32
 
 
-def result_root(party: Party) -> str:
-    """The root a solver commits (or a challenger challenges with): Merkle over its step hashes."""
-    return merkle_root(party.log)
+def _hex(value) -> str:
+    return value.hex() if isinstance(value, (bytes, bytearray)) else str(value).removeprefix("0x")
 
 
 @dataclass
@@ -32,34 +36,32 @@ class ChainParty:
     job_id: int
     party: Party
     role: str  # "solver" | "challenger"
-    refused: int = 0  # answers the contract rejected (a cheat's proof, say)
+    refused: int = 0  # answers the contract rejected (a cheat's proof, a wrong op count)
 
     def act(self) -> str | None:
         """Answer the pending question if this side owes one; returns what it did, or None."""
         d = self.ledger.dispute(self.job_id)
         phase = DISPUTE_PHASE[d["phase"]]
         answered = d[f"{self.role}_answered"]
+        k = d["disputed_step"]
         try:
             if phase == "step" and not answered:
-                got = self.party.state_at(d["index"] + 1)
+                got = self.party.answer_leaf(d["index"])
                 if got is None:
                     return None  # a silent party: the deadline will decide
-                leaf, proof = got
-                self.ledger.respond_step(self.job_id, leaf, [sib for _, sib in proof])
+                self.ledger.respond_step(self.job_id, got[0], siblings(got[1]))
                 return f"step {d['index']}"
-            if phase == "trace" and d[f"{self.role}_trace_root"] == b"\x00" * 32:
-                step = d["disputed_step"] + 1
-                root = self.party.trace_root(step)
-                if root is None:
-                    return None
-                self.ledger.commit_trace(self.job_id, root, len(self.party.trace(step)["records"]))
-                return f"trace of step {step}"
-            if phase == "op" and not answered:
-                got = self.party.op_record(d["disputed_step"] + 1, d["index"])
+            if phase == "trace" and _hex(d[f"{self.role}_trace_root"]) == EMPTY:
+                got = self.party.commit_trace(k)
                 if got is None:
                     return None
-                _, digest, proof = got
-                self.ledger.respond_op(self.job_id, digest, [sib for _, sib in proof])
+                self.ledger.commit_trace(self.job_id, got[0], got[1])
+                return f"trace of leaf {k}"
+            if phase == "op" and not answered:
+                got = self.party.answer_op(k, d["index"])
+                if got is None:
+                    return None
+                self.ledger.respond_op(self.job_id, got[0], siblings(got[1]))
                 return f"op {d['index']}"
         except RevertError:
             self.refused += 1
@@ -67,14 +69,27 @@ class ChainParty:
         return None
 
 
-def referee_vote(ledger: Ledger, job_id: int, solver: Party, challenger: Party, referee_prepared, referee_run) -> dict:
-    """Rule on the op the chain pinned down and vote; abstains when the rule names no winner."""
+def evidence(ledger: Ledger, job_id: int) -> dict:
+    """What the contract pinned down, in verify.game.rule's terms."""
     d = ledger.dispute(job_id)
     if DISPUTE_PHASE[d["phase"]] != "vote":
         raise ValueError(f"job {job_id} is not waiting for referees (phase {DISPUTE_PHASE[d['phase']]})")
-    verdict = rule(solver, challenger, referee_prepared, referee_run, d["disputed_step"] + 1, d["disputed_op"])
+    k, i = d["disputed_step"], d["disputed_op"]
+    before = None if k == 0 else _hex(d["before"])
+    prev = _hex(d["agreed"]) if i > 0 else (before or "")
+    return {"k": k, "i": i, "before": before, "prev": prev,
+            "values": {"solver": _hex(d["solver_diff"]), "challenger": _hex(d["challenger_diff"])}}
+
+
+def referee_vote(ledger: Ledger, job_id: int, solver: Party, challenger: Party, referee: Referee,
+                 ops_per_leaf: int) -> dict:
+    """Rule on the transition the chain pinned down and vote with this referee's stake; abstains
+    only when neither side's value is the true one (then both cheated)."""
+    e = evidence(ledger, job_id)
+    verdict = rule(referee, {"solver": solver, "challenger": challenger}, e["k"], e["i"], ops_per_leaf,
+                   e["before"], e["prev"], e["values"])
     if verdict["winner"] is not None:
-        ledger.vote(job_id, verdict["winner"] == "A")
+        ledger.vote(job_id, verdict["winner"] == "solver")
     return verdict
 
 
