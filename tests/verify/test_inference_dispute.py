@@ -58,3 +58,25 @@ def test_infer_and_dispute_cli(records, tmp_path, bitswarm_home):
     r = runner.invoke(app, ["dispute", str(tmp_path / "h"), str(tmp_path / "c"), "--json"])
     res = json.loads(r.stdout)
     assert (res["winner"], res["first_divergent_token"]) == ("A", 2)
+
+
+@pytest.mark.parametrize("tactic, why", [("lie", "proof"), ("other_index", "proof"), ("forge", "proof"), ("silent", "deadline")])
+def test_inference_answers_are_proof_checked(records, tactic, why):
+    """Class 10: the old inference game computed the bisection from both records itself and asked
+    no side for anything; now every answer is a query a cheating side may lie in, checked
+    against its own committed root by the same arbiter as training."""
+    store, cid, root, job, make = records
+    cheat = root / "bitflip-step4-op30"
+    if not cheat.exists():
+        inference.run(make(), job, cheat, Adversary.parse("bitflip@step=4,op=30"))
+    lying = lambda kind, index: tactic if kind == "leaf" and index != job["max_new_tokens"] - 1 else "honest"  # noqa: E731
+    r = inference.dispute(root / "honest", cheat, make, tactics=(None, lying))
+    assert (r["winner"], r["referee"]) == ("A", why), r
+    r = inference.dispute(cheat, root / "honest", make, tactics=(lying, None))
+    assert (r["winner"], r["referee"]) == ("B", why), r
+
+
+def test_every_token_traces_the_same_number_of_ops(records):
+    store, cid, root, job, make = records
+    counts = {len(inference._traced_token(make(), job, [7] * 10, j, None)[0].records) for j in range(job["max_new_tokens"])}
+    assert counts == {inference.ops_per_token(make(), job)}
