@@ -9,12 +9,14 @@ its events:
   market hold all of it between them;
 - the market holds exactly the bounties of unfinished jobs, the registry exactly the stakes and
   unbonding amounts;
-- a job pays its bounty out once, to the solver when DONE and to the poster otherwise, and at
-  most one stake, only among its own poster/solver/challenger;
+- a job pays its bounty out once, to the solver when DONE and to the poster otherwise, at
+  most one party's stake, and the vote stake of the referees that backed the loser, all only
+  among its own poster/solver/challenger;
 - a node's stake only goes down through request_unbond or a Slashed event issued in the same
   transaction as a DisputeSettled naming that node the loser (a lost dispute or a missed
-  commit deadline);
-- the stake the market holds locked is exactly what its live jobs and disputes need.
+  commit deadline), or as a VoteReleased saying that node voted for the loser;
+- the stake the market holds locked is exactly what its live jobs and disputes need, plus
+  the vote stake of every referee whose vote has not been released.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .conftest import (
     DISPUTED,
     DONE,
     E18,
+    MIN_STAKE,
     OP,
     OPEN,
     ROUND_TIMEOUT,
@@ -72,13 +75,18 @@ class JobModel:
     poster: str
     bounty: int
     stake: int
+    n_ops: int
     truth: list[str]
     solver: str | None = None
     challenger: str | None = None
     leaves: dict = field(default_factory=dict)  # party -> the leaves it committed to
     ops: dict = field(default_factory=dict)  # party -> its op trace of the disputed step
+    votes: dict = field(default_factory=dict)  # referee -> vote stake not yet released
+    sides: dict = field(default_factory=dict)  # referee -> solver_wins, as it voted
+    wrong_votes_released: int = 0
     paid_by_market: int = 0
     paid_by_registry: int = 0
+    paid_for_votes: int = 0
     bounty_to: str | None = None
 
 
@@ -137,11 +145,12 @@ class LedgerMachine(RuleBasedStateMachine):
         named = defaultdict(list)
         for e in logs:
             named[type(e).__name__].append(e)
-        settled = named["DisputeSettled"]
+        settled, released = named["DisputeSettled"], named["VoteReleased"]
         for s in named["Slashed"]:
             assert s.by == self.m.address
-            assert any(d.loser == s.node and d.winner == s.to for d in settled), f"slash without a lost dispute: {s}"
-            assert all(d.reason != "draw" for d in settled)
+            lost = any(d.loser == s.node and d.winner == s.to for d in settled)
+            wrong_vote = any(v.referee == s.node and v.slashed and v.weight == s.amount for v in released)
+            assert lost or wrong_vote, f"slash without a lost dispute or a vote for the loser: {s}"
         for n in self.nodes:
             up = sum(e.amount for e in named["Staked"] if e.node == n)
             down = sum(e.amount for e in named["UnbondRequested"] + named["Slashed"] if e.node == n)
@@ -149,6 +158,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _check_payouts(self, job: JobModel, logs):
         parties = {job.poster, job.solver, job.challenger}
+        vote_release = any(type(e).__name__ == "VoteReleased" for e in logs)
         for e in logs:
             if type(e).__name__ != "Transfer" or e.sender not in (self.m.address, self.r.address):
                 continue
@@ -156,6 +166,9 @@ class LedgerMachine(RuleBasedStateMachine):
             if e.sender == self.m.address:
                 job.paid_by_market += e.value
                 job.bounty_to = e.receiver
+            elif vote_release:
+                assert e.receiver == self.m.get_dispute(job.id).winner
+                job.paid_for_votes += e.value
             else:
                 job.paid_by_registry += e.value
         # The bounty leaves the market at most once; at most one stake is slashed per job.
@@ -184,13 +197,11 @@ class LedgerMachine(RuleBasedStateMachine):
         if self._do(job, self.m, "challenge", job.id, root_bytes(leaves), sender=challenger):
             job.challenger = challenger
             job.leaves[challenger] = leaves
-            # Op traces for whichever step turns out disputed: equal up to a random op, or one a
-            # prefix of the other (the "virtual end" case).
-            ops = random_leaves(rng, n_ops + 3)
-            job.ops[job.solver] = ops[:n_ops]
-            job.ops[challenger] = rng.choice(
-                [diverge(rng, ops, rng.randrange(n_ops))[:n_ops], ops[: rng.randint(1, n_ops + 3)]]
-            )
+            # Op traces (of the job's fixed length) for whichever step turns out disputed: equal
+            # up to a random op, or equal throughout (the virtual op after the last one).
+            ops = random_leaves(rng, job.n_ops)
+            job.ops[job.solver] = ops
+            job.ops[challenger] = rng.choice([diverge(rng, ops, rng.randrange(job.n_ops)), ops])
 
     def _answer(self, job: JobModel, solver_side: bool, honest: bool):
         """The party answers the current query: honestly, or with a value that is not in its
@@ -201,7 +212,7 @@ class LedgerMachine(RuleBasedStateMachine):
         d = self.m.get_dispute(job.id)
         if d.phase == TRACE:
             ops = job.ops[who]
-            n_ops = len(ops) if honest else 0
+            n_ops = len(ops) if honest else len(ops) + 1
             self._do(job, self.m, "commit_trace", job.id, root_bytes(ops), n_ops, sender=who, expect_revert=not honest)
         elif d.phase in (STEP, OP):
             data, fn = (job.leaves[who], "respond_step") if d.phase == STEP else (job.ops[who], "respond_op")
@@ -227,41 +238,61 @@ class LedgerMachine(RuleBasedStateMachine):
         elif status == DISPUTED:
             d = self.m.get_dispute(job.id)
             if d.phase == VOTE:
-                if rng.random() < 0.2:  # close the vote, whatever the count (ties included)
+                if rng.random() < 0.2:  # close the vote, whatever the count (a tie extends it)
                     self.wait(VOTE_TIMEOUT + 1)
                     self._do(job, self.m, "settle", job.id, sender=self.nodes[who])
                 else:
-                    self._do(job, self.m, "vote", job.id, rng.random() < 0.5, sender=self.nodes[who])
+                    self._vote(job, who, rng.random() < 0.5)
             elif rng.random() < 0.04:  # whoever is still to answer stays silent
                 self.wait(ROUND_TIMEOUT + 1)
                 self._do(job, self.m, "settle", job.id, sender=self.nodes[who])
             else:
                 first = d.solver_answered or d.challenger_answered
                 self._answer(job, not d.solver_answered if first else rng.random() < 0.5, rng.random() < 0.9)
+        elif job.votes:
+            self._release(job, rng.randrange(5))
         else:
             return False
         return True
+
+    def _vote(self, job: JobModel, who: int, solver_wins: bool):
+        referee = self.nodes[who]
+        if self._do(job, self.m, "vote", job.id, solver_wins, sender=referee):
+            job.votes[referee] = self.m.vote_weight(job.id, referee)
+            job.sides[referee] = solver_wins
+
+    def _release(self, job: JobModel, who: int):
+        referee = self.nodes[who]
+        logs = self._do(job, self.m, "release_vote", job.id, referee, sender=self.nodes[(who + 1) % 5])
+        if logs:
+            (ev,) = [e for e in logs if type(e).__name__ == "VoteReleased"]
+            assert ev.weight == job.votes.pop(referee)
+            # Slashed exactly when it voted for the side that lost.
+            assert ev.slashed == (job.sides[referee] != (self._status(job) == DONE))
+            if ev.slashed:
+                job.wrong_votes_released += ev.weight
 
     # ------------------------------------------------------------ rules
 
     @initialize(seed=SEED)
     def first_job(self, seed):
-        self.post(0, 5, 50 * E18, 20 * E18, seed)
+        self.post(0, 5, 3, 50 * E18, 20 * E18, seed)
 
     @precondition(lambda self: len(self._live()) < MAX_LIVE_JOBS)
     @rule(
         who=st.integers(0, 2),
         n=st.integers(1, 6),
         bounty=st.sampled_from([1, 50 * E18, 300 * E18]),
-        stake=st.sampled_from([0, 20 * E18, 400 * E18, 900 * E18]),
+        n_ops=st.integers(1, 5),
+        stake=st.sampled_from([0, MIN_STAKE, 20 * E18, 400 * E18, 900 * E18]),
         seed=SEED,
     )
-    def post(self, who, n, bounty, stake, seed):
+    def post(self, who, n, n_ops, bounty, stake, seed):
         poster = self.posters[who]
         job_id = self.m.next_job_id()
-        if self._do(None, self.m, "post_job", b"\x11" * 32, 0, n, bounty, stake, WINDOW, sender=poster):
+        if self._do(None, self.m, "post_job", b"\x11" * 32, 0, n, n_ops, bounty, stake, WINDOW, sender=poster):
             truth = random_leaves(random.Random(seed), n)
-            self.jobs.append(JobModel(id=job_id, poster=poster, bounty=bounty, stake=stake, truth=truth))
+            self.jobs.append(JobModel(id=job_id, poster=poster, bounty=bounty, stake=stake, n_ops=n_ops, truth=truth))
 
     @precondition(lambda self: self.jobs)
     @rule(j=JOB, steps=st.integers(1, 40), seed=SEED)
@@ -306,8 +337,12 @@ class LedgerMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.jobs)
     @rule(j=JOB, who=WHO, solver_wins=st.booleans())
     def vote(self, j, who, solver_wins):
-        job = self._pick(j)
-        self._do(job, self.m, "vote", job.id, solver_wins, sender=self.nodes[who])
+        self._vote(self._pick(j), who, solver_wins)
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=WHO)
+    def release_vote(self, j, who):
+        self._release(self._pick(j), who)
 
     @precondition(lambda self: self.jobs)
     @rule(j=JOB, who=WHO)
@@ -355,6 +390,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 # Paid out in full: to the solver only when DONE, else back to the poster.
                 assert job.paid_by_market == job.bounty, "a finished job did not pay its bounty out"
                 assert job.bounty_to == (job.solver if statuses[job.id] == DONE else job.poster)
+            # What wrong votes paid the winner is exactly the weight they were released with.
+            assert job.paid_for_votes == job.wrong_votes_released
 
         nodes = {n: self.r.get_node(n) for n in self.nodes}
         assert self.t.balanceOf(self.r.address) == sum(x.staked + x.unbonding for x in nodes.values())
@@ -364,6 +401,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 locked[job.solver] += job.stake
             if statuses[job.id] == DISPUTED:
                 locked[job.challenger] += job.stake
+            for referee, weight in job.votes.items():
+                locked[referee] += weight
         for n, x in nodes.items():
             assert x.locked == self.r.locked_by(n, self.m.address) == locked[n]
             assert x.locked <= x.staked

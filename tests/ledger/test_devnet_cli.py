@@ -119,7 +119,7 @@ def test_register_stake_post_survive_kill_9(node_home):
     # post a job from the same account through the client
     dep = Deployment.from_json(status, "ledger status")
     lg = Ledger(net.url, dep, identity.unlock(home, PASS))
-    job = lg.post_job("sha256:" + "ab" * 32, "train", 10, 50 * CREDIT, 5 * CREDIT, 600)
+    job = lg.post_job("sha256:" + "ab" * 32, "train", 10, 50 * CREDIT, 10 * CREDIT, 600, ops_per_leaf=5)
     unbond = _json(home, "node", "unbond", "--amount", "30")
     assert unbond["unbonding"] == 30 * CREDIT
     head_before = lg.w3.eth.get_block("latest")

@@ -600,7 +600,7 @@ def _at_vote_phase(lg, seed: int) -> int:
         ((STAKED, STAKED, STAKED), (False, True, False), "challenger"),
         # Stake decides, not heads: one referee with more stake outweighs two with less.
         ((500 * E18, 200 * E18, 200 * E18), (True, False, False), "solver"),
-        ((200 * E18, 300 * E18, 100 * E18), (True, False, True), "challenger"),
+        ((200 * E18, 350 * E18, 100 * E18), (True, False, True), "challenger"),
     ],
 )
 def test_referee_vote_outcomes(ledger, stakes, votes, outcome):

@@ -1,4 +1,5 @@
-"""NodeRegistry.vy: registration, staking, unbonding, and the slashers' lock/unlock/slash."""
+"""NodeRegistry.vy: registration, staking, unbonding, the slashers' lock/unlock/slash, and the
+one-time appointment of the slashers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import boa
 import pytest
 
 from .conftest import (
+    MAX_UINT,
     MINTED,
     REFEREE,
     SOLVER,
@@ -21,10 +23,16 @@ from .conftest import (
 
 
 @pytest.fixture
-def slasher(ledger):
-    who = boa.env.generate_address("slasher")
-    ledger.registry.set_slasher(who, True)
-    return who
+def slashers(ledger):
+    """A registry of its own whose two slashers are plain accounts the test signs for, with the
+    solver registered and staked in it; returns (registry, slasher, other slasher)."""
+    r = boa.load(contract_path("NodeRegistry"), ledger.token.address, UNBOND_DELAY)
+    who, other = boa.env.generate_address("slasher"), boa.env.generate_address("other-slasher")
+    r.set_slashers(who, other)
+    ledger.token.approve(r.address, MAX_UINT, sender=ledger.solver)
+    r.register("peer-1", SOLVER, sender=ledger.solver)
+    r.stake(STAKED, sender=ledger.solver)
+    return r, who, other
 
 
 def test_deployment_wiring(ledger):
@@ -33,18 +41,41 @@ def test_deployment_wiring(ledger):
     assert r.token() == ledger.token.address
     assert r.unbond_delay() == UNBOND_DELAY
     assert r.slashers(ledger.market.address) and r.slashers(ledger.swarm.address)
-    assert not r.slashers(ledger.outsider)
+    assert not r.slashers(ledger.outsider) and not r.slashers(ledger.deployer)
+    assert r.slashers_set()
 
 
-def test_set_slasher_owner_only(ledger):
-    r, who = ledger.registry, ledger.outsider
+def test_slashers_are_set_once_by_the_owner(ledger):
+    r = boa.load(contract_path("NodeRegistry"), ledger.token.address, UNBOND_DELAY)
+    market, swarm = ledger.market.address, ledger.swarm.address
+    assert not r.slashers_set()
     with boa.reverts("registry: not owner"):
-        r.set_slasher(who, True, sender=who)
-    r.set_slasher(who, True)
-    (ev,) = events(r, "SlasherSet")
-    assert (ev.who, ev.allowed) == (who, True)
-    r.set_slasher(who, False)
-    assert not r.slashers(who)
+        r.set_slashers(market, swarm, sender=ledger.outsider)
+    with boa.reverts("registry: empty slasher address"):
+        r.set_slashers(ZERO, swarm)
+    with boa.reverts("registry: empty slasher address"):
+        r.set_slashers(market, ZERO)
+    r.set_slashers(market, swarm)
+    assert [(e.who, e.allowed) for e in events(r, "SlasherSet")] == [(market, True), (swarm, True)]
+    assert r.slashers(market) and r.slashers(swarm) and r.slashers_set()
+
+
+def test_the_owner_cannot_make_itself_a_slasher(ledger):
+    """Adversary (d): once the slashers are set, the owner has no way left to appoint one (not
+    itself, not a replacement) and so no way to take anyone's stake."""
+    r, owner = ledger.registry, ledger.deployer
+    with boa.reverts("registry: slashers already set"):
+        r.set_slashers(owner, owner, sender=owner)
+    with boa.reverts("registry: slashers already set"):
+        r.set_slashers(ledger.market.address, ledger.swarm.address, sender=owner)
+    # No other function writes the slasher set: the old set_slasher is gone from the ABI.
+    writers = {fn["name"] for fn in r.abi if fn["type"] == "function" and fn["stateMutability"] == "nonpayable"}
+    assert writers == {"set_slashers", "register", "stake", "request_unbond", "withdraw", "lock", "unlock", "slash"}
+    assert not r.slashers(owner)
+    with boa.reverts("registry: not slasher"):
+        r.lock(ledger.solver, 1, sender=owner)
+    with boa.reverts("registry: not slasher"):
+        r.slash(ledger.solver, 0, owner, sender=owner)
 
 
 def test_register_and_views(ledger):
@@ -131,8 +162,8 @@ def test_unbond_and_withdraw(ledger):
     assert r.get_node(who).unbonding == 0
 
 
-def test_lock_unlock_slash(ledger, slasher):
-    r, t, node, to = ledger.registry, ledger.token, ledger.solver, ledger.outsider
+def test_lock_unlock_slash(ledger, slashers):
+    (r, slasher, _), t, node, to = slashers, ledger.token, ledger.solver, ledger.outsider
     with boa.reverts("registry: not slasher"):
         r.lock(node, 1, sender=ledger.outsider)
     with boa.reverts("registry: insufficient free stake"):
@@ -168,21 +199,14 @@ def test_lock_unlock_slash(ledger, slasher):
     assert r.locked_by(node, slasher) == 50
 
 
-def test_a_slasher_cannot_touch_another_slashers_lock(ledger, slasher):
-    r, node = ledger.registry, ledger.solver
+def test_a_slasher_cannot_touch_another_slashers_lock(ledger, slashers):
+    r, slasher, other = slashers
+    node = ledger.solver
     r.lock(node, 10, sender=slasher)
-    other = ledger.market.address
     with boa.reverts("registry: exceeds locked"):
         r.unlock(node, 1, sender=other)
     with boa.reverts("registry: exceeds locked"):
         r.slash(node, 1, ledger.outsider, sender=other)
-
-
-def test_removed_slasher_loses_its_powers(ledger, slasher):
-    ledger.registry.lock(ledger.solver, 10, sender=slasher)
-    ledger.registry.set_slasher(slasher, False)
-    with boa.reverts("registry: not slasher"):
-        ledger.registry.unlock(ledger.solver, 10, sender=slasher)
 
 
 def test_token_returning_false_is_a_revert():

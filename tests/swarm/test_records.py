@@ -222,3 +222,27 @@ def test_flood_of_fresh_keys_is_capped():
     # The oldest were evicted, the newest are still remembered.
     assert f.accept(encode_signed(record(keys[-1]), keys[-1]), 3) is None
     assert f.dropped == {"replayed": 1}
+
+
+def test_group_caps_cut_groups_not_records(alice):
+    f = RecordFilter(max_group_size=2, max_groups_per_peer_round=2)
+    peer = public_key_hex(alice)
+
+    def rec(seq: int, groups: list[int]) -> bytes:
+        rollouts = [rollout(i, f"{seq}-{i}").model_copy(update={"group": g}) for i, g in enumerate(groups)]
+        return encode_signed(RolloutRecord(round=3, peer=peer, seq=seq, rollouts=rollouts), alice)
+
+    # Group 7 has three completions: cut; groups 1 and 2 fit.
+    got = f.accept(rec(0, [1, 1, 7, 7, 7, 2]), 3)
+    assert [ro.group for ro in got.rollouts] == [1, 1, 2]
+    assert f.dropped == {"oversized_group": 1}
+    # A third group is one too many; more completions for group 2 grow it up to the cap only.
+    got = f.accept(rec(1, [3, 2]), 3)
+    assert [ro.group for ro in got.rollouts] == [2]
+    assert f.accept(rec(2, [2]), 3).rollouts == []
+    assert f.dropped == {"oversized_group": 2, "too_many_groups": 1}
+    # Within the caps a record comes back as it was.
+    clean = RecordFilter(max_group_size=2, max_groups_per_peer_round=2)
+    assert clean.accept(rec(0, [1, 1, 2]), 3) == RolloutRecord.model_validate(json.loads(rec(0, [1, 1, 2]))["record"])
+    with pytest.raises(ValueError, match="positive"):
+        RecordFilter(max_group_size=0)

@@ -37,11 +37,22 @@ def test_swarm_run_prints_the_summary(tiny_in_home):
     assert s["rollouts_shared"] == 2 * 1 * 2
 
 
+def test_swarm_run_with_an_adversary_shows_it_caught(tiny_in_home):
+    s = _json(["swarm", "run", "--peers", "2", "--rounds", "2", "--model", tiny_in_home, "--local", "1",
+               "--external", "1", "--group-size", "2", "--max-new-tokens", "4", "--tasks", "tiny",
+               "--adversary", "peer-1:oversized", "--json"])
+    assert s["adversaries"] == {"peer-1": "oversized"}
+    assert s["dropped"]["oversized_group"] == 1  # peer-0 cut peer-1's round-0 group (its copies: replays)
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--tasks", "chess"], "allowed"),
     (["--transport", "carrier-pigeon"], "memory, hivemind"),
     (["--backend", "gpu"], "repro or native"),
     (["--local", "0"], "--local"),
+    (["--adversary", "peer-1:bitflip"], "choose one of: inflate, oversized"),
+    (["--adversary", "peer-9:inflate"], "no peer named 'peer-9'"),
+    (["--adversary", "inflate"], "PEER:NAME"),
 ])
 def test_swarm_run_refuses_bad_options(tiny_in_home, args, needle):
     res = runner.invoke(app, ["swarm", "run", "--model", tiny_in_home, "--rounds", "1", *args, "--json"])
@@ -57,7 +68,8 @@ def test_swarm_run_with_a_model_not_in_the_store():
 @pytest.mark.network
 def test_swarm_join_trains_on_the_swarms_rollouts(tiny_in_home, bitswarm_home):
     """A peer already in the swarm publishes informative groups (one right, one wrong answer);
-    `swarm join` from a second node bootstraps from it over libp2p and trains on them."""
+    `swarm join` from a second node bootstraps from it over libp2p and trains on them. Both
+    run with I = 3: a receiver takes at most I groups from one publisher per round."""
     from bitswarm.swarm.hivemind_transport import HivemindTransport
 
     assert runner.invoke(app, ["identity", "new", "--json"], env={"BITSWARM_PASSPHRASE": "join test phrase"}).exit_code == 0
@@ -75,7 +87,7 @@ def test_swarm_join_trains_on_the_swarms_rollouts(tiny_in_home, bitswarm_home):
         env = {**os.environ, "BITSWARM_HOME": str(bitswarm_home)}
         proc = subprocess.run(
             [sys.executable, "-m", "bitswarm", "swarm", "join", *sum((["--bootstrap", m] for m in host.visible_maddrs()), []),
-             "--model", tiny_in_home, "--rounds", "1", "--local", "1", "--external", "3", "--group-size", "2",
+             "--model", tiny_in_home, "--rounds", "1", "--local", "3", "--external", "3", "--group-size", "2",
              "--max-new-tokens", "4", "--tasks", "tiny", "--listen", "/ip4/127.0.0.1/tcp/0", "--json"],
             env=env, capture_output=True, text=True, timeout=300,
         )

@@ -5,7 +5,8 @@ op, other data, skipped or lazy steps, a wrong learning rate, a trace that lies 
 state — or an honest computation), the side it plays (solver or challenger), and at every query
 of the game an action: answer honestly, lie, forge a proof, answer for another index, go silent;
 at the trace commitment: honest, one op short, one op long, a forged root, silent. Inference
-games draw the same tactics against a cheat that flips a bit or reports another token.
+games draw the same tactics against a cheat that flips a bit or reports another token, eval games
+against a cheat that flips a bit of a batch's forward or of its loss sum.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from bitswarm.jobs.spec import example_spec
 from bitswarm.jobs.train_job import prepare, run_training
 from bitswarm.models.generate import load
-from bitswarm.verify import inference
+from bitswarm.verify import evaluation, inference
 from bitswarm.verify.adversary import Adversary
 from bitswarm.verify.dispute import TrainReferee, TrainRun
 from bitswarm.verify.game import TACTICS, TRACE_TACTICS, Party, honest, play
@@ -60,6 +61,20 @@ def inferring(tiny_model_store, tmp_path_factory):
         recs[name] = InferRecord(out, make)
     return {"runs": recs, "n": ops_per_token(make(), job), "referee": InferReferee(make, job),
             "cheats": list(recs)}
+
+
+@pytest.fixture(scope="module")
+def evaluating(tiny_model_store, tmp_path_factory):
+    store, cid = tiny_model_store
+    spec = example_spec(cid, steps=STEPS).model_copy(update={"seq_len": 12, "global_batch": 2})
+    root = tmp_path_factory.mktemp("search-eval")
+    n = evaluation.ops_per_batch(prepare(store, spec))
+    recs = {}
+    for name in ["bitflip@step=1,op=0", "bitflip@step=3,op=20", f"bitflip@step=5,op={n - 1}", None]:
+        out = root / (name or "honest").replace("@", "-").replace(",", "-").replace("=", "")
+        evaluation.run(prepare(store, spec), spec.model_dump(mode="json"), STEPS, out, Adversary.parse(name) if name else None)
+        recs[name] = evaluation.EvalRecord(out, prepare(store, spec))
+    return {"runs": recs, "n": n, "referee": evaluation.EvalReferee(prepare(store, spec)), "cheats": list(recs)}
 
 
 def scripted(actions: list[str], trace_action: str):
@@ -114,6 +129,19 @@ def test_training_search(training, data):
 @given(st.data())
 def test_inference_search(inferring, data):
     play_one(inferring, data.draw(cheater(inferring["cheats"])))
+
+
+@_games(40)
+@given(st.data())
+def test_eval_search(evaluating, data):
+    play_one(evaluating, data.draw(cheater(evaluating["cheats"])))
+
+
+@pytest.mark.slow
+@_games(500)
+@given(st.data())
+def test_eval_search_long(evaluating, data):
+    play_one(evaluating, data.draw(cheater(evaluating["cheats"])))
 
 
 @pytest.mark.slow

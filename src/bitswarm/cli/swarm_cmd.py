@@ -93,10 +93,14 @@ def run(
     backend: str = _C["backend"],
     task_seed: int = _C["task_seed"],
     workdir: Path = typer.Option(None, "--workdir", help="Peer state and training runs (default: <home>/swarm/local).", show_default=False),
+    adversary: list[str] = typer.Option(
+        [], "--adversary", help="PEER:NAME makes peer PEER (peer-0, peer-1, …) cheat: inflate (claims reward 1.0) or "
+        "oversized (publishes one group padded to 64 completions). Repeatable.", show_default=False),
     as_json: bool = _C["as_json"],
 ):
     """Run a swarm of --peers peers on this machine for --rounds SAPO rounds."""
-    from bitswarm.swarm.runner import run_swarm
+    from bitswarm.swarm.adversary import AdversaryError, parse_assignments
+    from bitswarm.swarm.runner import peer_names, run_swarm
     from bitswarm.swarm.transport import TransportError
 
     with reporting(as_json):
@@ -105,12 +109,16 @@ def run(
         st = state(ctx)
         settings = _settings(local, external, group_size, max_new_tokens, temperature, lr, backend, task_seed)
         mix = _mix(tasks)
+        try:
+            adversaries = parse_assignments(adversary, peer_names(peers))
+        except AdversaryError as exc:
+            raise UserError(str(exc)) from None
         store = st.store()
         _require_model(store, model)
         work = (workdir or st.home / "swarm" / "local").expanduser().absolute()
         try:
             summary = run_swarm(store, model, work, peers, rounds, mix, settings, transport,
-                                on_report=_print_round, on_start=_print_bootstrap)
+                                on_report=_print_round, on_start=_print_bootstrap, adversaries=adversaries)
         except TransportError as exc:
             raise UserError(str(exc)) from None
         if as_json:
@@ -121,6 +129,9 @@ def run(
                       f"updates {p['updates']}  external groups used {p['external_groups_used']}", highlight=False)
         out.print(f"rollouts shared {summary['rollouts_shared']}, used as external {summary['rollouts_used_external']}, "
                   f"dropped {summary['dropped'] or 'none'}", highlight=False)
+        if summary["adversaries"] or summary["claims_refuted"]:
+            out.print(f"adversaries {summary['adversaries'] or 'none'}; claims refused as false "
+                      f"{summary['claims_refuted'] or 'none'}", highlight=False)
 
 
 @app.command()
@@ -140,7 +151,7 @@ def join(
     backend: str = _C["backend"],
     task_seed: int = _C["task_seed"],
     listen: str = typer.Option("/ip4/0.0.0.0/tcp/0", "--listen", help="Multiaddr this peer listens on."),
-    ledger: bool = typer.Option(False, "--ledger", help="Record each round on the chain's SwarmCoordinator (needs `bitswarm node register --roles swarm`)."),
+    ledger: bool = typer.Option(False, "--ledger", help="Record each round on the chain's SwarmCoordinator (needs `bitswarm node register --roles swarm --stake N`: each round locks the contract's swarm stake until its refutation window closes)."),
     as_json: bool = _C["as_json"],
 ):
     """Join an existing swarm over libp2p as this node (its identity's peer key) and train with it."""
@@ -160,12 +171,17 @@ def join(
         coordinator = None
         if ledger:
             from bitswarm.cli.ledger_cmd import connect
+            from bitswarm.ledger.errors import LedgerError
             from bitswarm.swarm.coordinator import ChainCoordinator
             from bitswarm.swarm.records import public_key_hex
 
             lg = connect(st, with_account=True)
             # The chain's current round is where this peer's --start-round lands.
             coordinator = ChainCoordinator({public_key_hex(key): lg}, round_offset=lg.swarm_round() - start_round)
+            try:  # every round locks stake: say so now, not after the first round's training
+                coordinator.check_ready()
+            except LedgerError as exc:
+                raise UserError(str(exc)) from None
         with stages(not as_json) as stage:
             stage("starting the p2p daemon and reaching the bootstrap peers")
             try:

@@ -152,6 +152,23 @@ def dispute(
             else:
                 out.print(result)
             return
+        if (run_a / "eval.json").exists() or (run_b / "eval.json").exists():
+            from bitswarm.jobs.spec import parse_spec
+            from bitswarm.verify import evaluation
+
+            try:
+                spec = parse_spec(evaluation.load(run_a)["spec"])
+                store = st.store()
+                with stages(enabled=not as_json) as stage:
+                    stage("playing the dispute game")
+                    result = evaluation.dispute(run_a, run_b, lambda: prepare(store, spec, "numba"))
+            except (evaluation.EvalError, JobError) as e:
+                raise UserError(str(e)) from None
+            if as_json:
+                emit_json(result)
+            else:
+                out.print(result)
+            return
         try:
             spec_a, spec_b = load_run_spec(run_a), load_run_spec(run_b)
             if spec_a != spec_b:
@@ -213,4 +230,37 @@ def infer(
             emit_json(res)
         else:
             out.print(res["text"])
+            err.print(f"[dim]root {res['root']}[/]")
+
+
+def evaluate(
+    ctx: typer.Context,
+    spec_file: Path = typer.Option(..., "--spec", help="A training spec: its model is scored on its data."),
+    out_dir: Path = typer.Option(..., "--out", help="Directory for the eval record (eval.json)."),
+    batches: int = typer.Option(None, "--batches", min=1, max=100_000, help="Batches to score (default: the spec's steps)."),
+    adversary: str = typer.Option(None, "--adversary", help="Cheat on purpose: bitflip@step=K[,op=I] (K = batch, 1-based)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Verifiable evaluation: the model's mean loss on the spec's data, a chained commitment per
+    batch (the score inside the last one), for `bitswarm dispute`."""
+    from bitswarm.jobs.datasets import DatasetError
+    from bitswarm.jobs.spec import SpecError, load_spec
+    from bitswarm.jobs.train_job import JobError, prepare
+    from bitswarm.verify import evaluation
+    from bitswarm.verify.adversary import Adversary, AdversaryError
+
+    with reporting(as_json):
+        try:
+            adv = Adversary.parse(adversary) if adversary else None
+            spec = load_spec(spec_file)
+            n = batches or spec.steps
+            with stages(enabled=not as_json) as stage:
+                stage("scoring")
+                res = evaluation.run(prepare(state(ctx).store(), spec), spec.model_dump(mode="json"), n, out_dir, adv)
+        except (AdversaryError, SpecError, JobError, DatasetError, evaluation.EvalError) as e:
+            raise UserError(str(e)) from None
+        if as_json:
+            emit_json(res)
+        else:
+            out.print(f"score {res['score']:.6f} (mean loss over {res['batches']} batches)")
             err.print(f"[dim]root {res['root']}[/]")

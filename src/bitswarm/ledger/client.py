@@ -419,16 +419,82 @@ class Ledger:
 
     # -- swarm ----------------------------------------------------------------------------------
 
+    # A submission's life: open (stake locked, refutable) -> released, or refuting -> released/refuted.
+    SWARM_STATUS = {0: "absent", 1: "open", 2: "refuting", 3: "released", 4: "refuted"}
+
+    @staticmethod
+    def swarm_reward_units(reward: float) -> int:
+        """A reward in [0, 1] as the contract holds it: fixed point, 1e6 = 1.0. Whoever re-scores a
+        claim converts its own score with this same function, so equal scores give equal units."""
+        if not (isinstance(reward, (int, float)) and 0.0 <= reward <= 1.0):
+            raise LedgerError(f"a swarm reward is a number in [0, 1], not {reward!r}")
+        return round(reward * 1_000_000)
+
     def swarm_submit(self, round_: int, rollout_cid: str | bytes, reward: float, step_root: str | bytes) -> Receipt:
-        return self.transact(
-            "SwarmCoordinator", "submit", round_, cid_bytes(rollout_cid), round(reward * 1_000_000), cid_bytes(step_root)
-        )
+        """Record this node's round; locks swarm_stake of its free stake until the claim settles."""
+        units = self.swarm_reward_units(reward)
+        try:
+            return self.transact("SwarmCoordinator", "submit", round_, cid_bytes(rollout_cid), units, cid_bytes(step_root))
+        except RevertError as exc:
+            if exc.reason in ("swarm: not enough free stake", "swarm: not a swarm node"):
+                self.swarm_check_stake()  # says it in words
+            raise
+
+    def swarm_check_stake(self) -> None:
+        """Raise LedgerError, saying what to do, unless this account can back a swarm submission."""
+        need = self.swarm_stake()
+        node = self.node()
+        stake_cmd = f"`bitswarm node register --roles swarm --stake {need / CREDIT:g}`"
+        if not node["registered"] or not node["roles"] & ROLE_SWARM:
+            raise LedgerError(
+                f"{self.address} is not registered as a swarm node, so the SwarmCoordinator refuses its rounds: "
+                f"register with {stake_cmd} (list its other roles in --roles too, to keep them)"
+            )
+        free = node["staked"] - node["locked"]
+        if free < need:
+            raise LedgerError(
+                f"{self.address} has {free / CREDIT:g} credits of free stake ({node['staked'] / CREDIT:g} staked, "
+                f"{node['locked'] / CREDIT:g} locked), but each swarm submission locks {need / CREDIT:g} credits until "
+                f"its refutation window closes: stake more with {stake_cmd}, or wait for earlier rounds to be released"
+            )
+
+    def swarm_stake(self) -> int:
+        return self.call("SwarmCoordinator", "swarm_stake")
 
     def swarm_advance_round(self) -> Receipt:
         return self.transact("SwarmCoordinator", "advance_round")
 
     def swarm_round(self) -> int:
         return self.call("SwarmCoordinator", "current_round")
+
+    def swarm_window_end(self, round_: int) -> int:
+        """When `round_`'s refutation window closes (2**256-1 while the round runs)."""
+        return self.call("SwarmCoordinator", "window_end", round_)
+
+    def swarm_submission(self, round_: int, peer: str | None = None) -> dict:
+        sub = self._struct("SwarmCoordinator", "get_submission", round_, peer or self.address)
+        return {**sub, "status": self.SWARM_STATUS[sub["status"]]}
+
+    def swarm_refutation(self, round_: int, peer: str) -> dict:
+        return self._struct("SwarmCoordinator", "get_refutation", round_, peer)
+
+    def swarm_refute(self, round_: int, peer: str) -> Receipt:
+        """Dispute `peer`'s claimed reward for `round_`; locks swarm_stake of this account's stake."""
+        return self.transact("SwarmCoordinator", "refute", round_, peer)
+
+    def swarm_vote(self, round_: int, peer: str, refuted: bool) -> Receipt:
+        """As a referee: locks this account's whole free stake as the vote's weight."""
+        return self.transact("SwarmCoordinator", "vote", round_, peer, refuted)
+
+    def swarm_settle_refutation(self, round_: int, peer: str) -> Receipt:
+        return self.transact("SwarmCoordinator", "settle_refutation", round_, peer)
+
+    def swarm_release(self, round_: int, peer: str | None = None) -> Receipt:
+        """Unlock an unrefuted submission's stake after its window; anyone's, by default this account's."""
+        return self.transact("SwarmCoordinator", "release", round_, peer or self.address)
+
+    def swarm_release_vote(self, round_: int, peer: str, referee: str | None = None) -> Receipt:
+        return self.transact("SwarmCoordinator", "release_vote", round_, peer, referee or self.address)
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -16,6 +16,14 @@ A request that fails changes nothing and is not journaled. That includes transac
 revert: they are executed on a throwaway copy of the pending state first and refused with the standard
 revert error (code 3, `data` = revert bytes), so an error always means "nothing happened".
 
+The first-start setup (deploying bitswarm) is all or nothing. Before its first transaction the
+devnet writes `setup.pending`, holding the journal's length; while the setup runs only its deployer
+(dev account 0) may change the chain; `deployment.json` is written when it returns, and only then is
+the marker removed. A start that finds the marker without deployment.json (a `kill -9` mid-deployment)
+cuts the journal back to the marked length and runs the setup again: the same nonces give the same
+addresses, and every contract exists once. Nothing anyone else was told is lost by the cut, since
+nobody else could transact after the mark.
+
 Besides the standard methods: evm_increaseTime, evm_mine, bitswarm_deployment, bitswarm_devAccounts,
 and bitswarm_fund (the faucet of `bitswarm ledger fund`: ETH and credits from dev account 0, sent as
 ordinary transactions through this same endpoint).
@@ -210,6 +218,13 @@ class _Journal:
         os.write(self.fd, json.dumps(entry, separators=(",", ":")).encode() + b"\n")
         os.fsync(self.fd)
 
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+        os.fsync(self.fd)
+
     def close(self) -> None:
         os.close(self.fd)  # also releases the lock
 
@@ -239,6 +254,7 @@ class Devnet:
         self._time_offset = 0  # evm_increaseTime total, added to the wall clock for new blocks
         self._time_floor = 0  # ... and the earliest timestamp it promised the next block
         self._broken: str | None = None  # set when the journal could not be written
+        self._setting_up = False  # the first-start setup is running: only its deployer may transact
         self._stop_requested = threading.Event()
         self._fund_lock = threading.Lock()
 
@@ -250,6 +266,10 @@ class Devnet:
     def deployment_path(self) -> Path:
         return self.data_dir / "deployment.json"
 
+    @property
+    def setup_marker_path(self) -> Path:
+        return self.data_dir / "setup.pending"
+
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -259,7 +279,7 @@ class Devnet:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._journal = _Journal(self.journal_path)
-            fresh = self._load_chain(self._journal.read())
+            fresh = self._load_chain(self._undo_interrupted_setup(self._journal.read()))
             self.deployment = self._read_deployment(fresh)
             self._server = self._bind()
         except OSError as exc:
@@ -338,15 +358,56 @@ class Devnet:
             self._tester = None
 
     def _run_setup(self) -> None:
+        with self._lock:  # the mark is the journal's length before the setup's first transaction
+            mark = {"journal_bytes": self._journal.size(), "block": self._head()[0]}
+            self._setting_up = True
         try:
+            atomic_write_text(self.setup_marker_path, json.dumps(mark) + "\n")
             deployment = self._setup(self)
             if not isinstance(deployment, dict):
                 raise TypeError(f"it returned {type(deployment).__name__}, not a dict")
             atomic_write_text(self.deployment_path, json.dumps(deployment, indent=2, sort_keys=True) + "\n")
+            self.setup_marker_path.unlink()
+            fsync_dir(self.data_dir)
         except Exception as exc:
             self.stop()
             raise DevnetError(f"devnet setup failed: {exc}") from exc
+        finally:
+            self._setting_up = False
         self.deployment = deployment
+
+    def _undo_interrupted_setup(self, entries: list[dict]) -> list[dict]:
+        """The journal entries to replay: all of them, unless a setup was cut short, whose
+        transactions are then dropped from the journal so that the setup runs again whole."""
+        try:
+            mark = json.loads(self.setup_marker_path.read_text())
+            size, block = int(mark["journal_bytes"]), int(mark["block"])
+        except FileNotFoundError:
+            return entries
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DevnetError(f"cannot read {self.setup_marker_path}: {exc}; move {self.data_dir} away to start afresh") from None
+        if self.deployment_path.exists():  # the setup finished; only removing its marker was cut short
+            self.setup_marker_path.unlink()
+            fsync_dir(self.data_dir)
+            return entries
+        if self._setup is None:
+            raise DevnetError(
+                f"the deployment was interrupted in {self.data_dir} (setup.pending is there, deployment.json is not); "
+                "start it with its setup (`bitswarm devnet`) to redo the deployment, or move the directory away"
+            )
+        # Cut at the mark: the entries in the journal's first `size` bytes came before the setup.
+        before = self.journal_path.read_bytes()[:size]
+        keep = before.count(b"\n")
+        if not before.endswith(b"\n") or keep > len(entries) or entries[keep - 1].get("block") != block:
+            raise DevnetError(
+                f"{self.setup_marker_path} does not match {self.journal_path} (edited?); move {self.data_dir} away "
+                "to start a fresh chain"
+            )
+        if len(entries) > keep:
+            log.warning("devnet: the first-start deployment was interrupted; undoing its %d transactions and "
+                        "deploying again", len(entries) - keep)
+            self._journal.truncate(size)
+        return entries[:keep]
 
     def _read_deployment(self, fresh_chain: bool) -> dict | None:
         try:
@@ -454,6 +515,8 @@ class Devnet:
     # -- state-changing requests -----------------------------------------------------------------
 
     def _submit_raw(self, raw: bytes) -> str:
+        if self._setting_up:
+            self._refuse_during_setup(raw)
         ts = self._next_timestamp()
         self._set_pending_timestamp(ts)
         self._preflight(raw)
@@ -479,6 +542,19 @@ class Devnet:
             state.revert(snapshot)
         if computation.is_error:
             raise _ExecutionFailed(computation.error, computation.output)
+
+    def _refuse_during_setup(self, raw: bytes | None) -> None:
+        """While the first-start setup runs, only its deployer changes the chain: an interrupted
+        setup is undone by cutting the journal back, which must not take anyone else's change."""
+        sender = None
+        if raw is not None and raw[:1] != b"\x03":
+            try:
+                sender = self._tester.backend.chain.get_vm().get_transaction_builder().decode(raw).sender
+            except (RLPException, UnrecognizedTransactionType, EVMValidationError) as exc:
+                raise _RpcError(-32602, f"invalid params: not a signed transaction ({exc})") from None
+        if sender is None or to_checksum_address(sender) != self.dev_accounts[0][0]:
+            raise _RpcError(-32000, "the devnet is deploying bitswarm (first start); only its deployer may change the "
+                                    "chain until bitswarm_deployment answers. Try again in a moment")
 
     def _sign_dev_transaction(self, tx: dict) -> bytes:
         """eth_sendTransaction: eth-tester signs with the dev key; the signed bytes are what gets journaled."""
@@ -621,6 +697,8 @@ class Devnet:
     def _rpc_mine(self, params: list) -> str:
         if params:
             raise _RpcError(-32602, "invalid params: evm_mine takes no parameters")
+        if self._setting_up:
+            self._refuse_during_setup(None)
         entry = {"op": "mine", "ts": self._next_timestamp()}
         self._apply(entry)
         self._commit(entry)
@@ -631,6 +709,8 @@ class Devnet:
         seconds = _quantity(seconds)
         if seconds < 0:
             raise _RpcError(-32602, "invalid params: evm_increaseTime takes a non-negative number of seconds")
+        if self._setting_up:
+            self._refuse_during_setup(None)
         entry = {"op": "increase_time", "seconds": seconds}
         total = self._apply(entry)
         self._commit(entry)

@@ -1,16 +1,22 @@
-"""Where a peer records its round: (round, rollout-batch CID, reward, step-hash root).
+"""Where a peer records its round: (round, rollout-batch CID, claimed reward, step-hash root).
 
-`ChainCoordinator` submits to the SwarmCoordinator contract; `LocalCoordinator` keeps the
-submissions in memory, one per peer per round as on chain, for swarms run without a chain.
+`ChainCoordinator` submits to the SwarmCoordinator contract, where each claim locks stake
+until its refutation window closes; `LocalCoordinator` keeps the submissions in memory, one
+per peer per round as on chain, for swarms run without a chain, and refuses the claims its
+`check` finds false (as a refutation would on chain).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from bitswarm.ledger.errors import LedgerError
+
+log = logging.getLogger(__name__)
 
 
 class Coordinator(Protocol):
@@ -21,11 +27,20 @@ class Coordinator(Protocol):
 
 @dataclass
 class LocalCoordinator:
+    # (rollout CID, claimed reward) -> does the claim hold? LocalSwarm re-scores the batch.
+    check: Callable[[str, float], bool] | None = None
     submissions: dict[tuple[int, str], tuple[str, float, str]] = field(default_factory=dict)
     refused: int = 0
+    refuted: dict[str, int] = field(default_factory=dict)  # peer -> claims found false
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def submit(self, peer: str, round_: int, rollout_cid: str, reward: float, step_root: str) -> bool:
+        if self.check is not None and not self.check(rollout_cid, reward):
+            with self._lock:
+                self.refuted[peer] = self.refuted.get(peer, 0) + 1
+            log.warning("round %d: the claim of peer %s… (reward %.6f) does not match its rollouts; refused",
+                        round_, peer[:16], reward)
+            return False
         with self._lock:
             if (round_, peer) in self.submissions:
                 self.refused += 1
@@ -39,13 +54,25 @@ class ChainCoordinator:
 
     The chain's round is the authority: swarm round r is chain round r + round_offset, and a
     peer whose round is not the chain's current one skips the submission (no barrier, so a
-    slow peer may miss a round) and it is counted in `skipped`."""
+    slow peer may miss a round) and it is counted in `skipped`.
+
+    Each submission locks the contract's swarm_stake until its refutation window (one round
+    duration after its round ends) closes. Before submitting, a peer releases its own earlier
+    submissions whose window has closed, so twice swarm_stake keeps it submitting every round
+    while rounds run their full duration (more when the owner cuts rounds short). A refused submission (no free stake, say) is logged and kept in
+    `errors` in words, and training goes on."""
 
     def __init__(self, ledgers: dict, round_offset: int = 0):
         self.ledgers = ledgers
         self.round_offset = round_offset
         self.skipped = 0
         self.errors: list[str] = []
+        self._pending: dict[str, list[int]] = {}  # peer -> chain rounds whose stake may still be locked
+
+    def check_ready(self) -> None:
+        """Raise LedgerError, saying what to do, if any peer's identity cannot back a submission."""
+        for ledger in self.ledgers.values():
+            ledger.swarm_check_stake()
 
     def submit(self, peer: str, round_: int, rollout_cid: str, reward: float, step_root: str) -> bool:
         ledger = self.ledgers.get(peer)
@@ -57,9 +84,24 @@ class ChainCoordinator:
             if ledger.swarm_round() != chain_round:
                 self.skipped += 1
                 return False
+            self._release_closed(peer, ledger)
             ledger.swarm_submit(chain_round, rollout_cid, reward, step_root)
+            self._pending.setdefault(peer, []).append(chain_round)
             return True
         except LedgerError as exc:  # a refused submission must not stop training
             self.skipped += 1
             self.errors.append(str(exc))
+            log.warning("round %d not recorded on chain: %s", chain_round, exc)
             return False
+
+    def _release_closed(self, peer: str, ledger) -> None:
+        pending = self._pending.get(peer, [])
+        if not pending:
+            return
+        now, still = ledger.timestamp(), []
+        for r in pending:
+            if ledger.swarm_window_end(r) > now:
+                still.append(r)
+            elif ledger.swarm_submission(r)["status"] == "open":  # refuted or upheld ones are settled already
+                ledger.swarm_release(r)
+        self._pending[peer] = still

@@ -5,7 +5,9 @@ sampling (so any rollout is reproducible from its seed), score them with the tas
 verifier, publish them signed, gather whatever other peers have published (no barrier),
 re-score every external completion locally (a claimed reward is never trusted), keep I local
 and J external groups whose advantages are not all zero, run a GRPO update (a verifiable
-training run), and record (round, rollout CID, reward, step-hash root) with the coordinator.
+training run), and record (round, rollout-batch CID, reward, step-hash root) with the
+coordinator. The batch (claims.encode_batch: the I local groups) is stored, so whoever holds it
+re-scores the claimed reward exactly.
 
 The peer's state (round reached, current policy CID, per-round history) is written atomically
 after each round, so a restarted peer resumes from its last completed round.
@@ -24,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bitswarm.store import BlobStore
 from bitswarm.store.atomic import atomic_write_text
-from bitswarm.swarm import grpo
+from bitswarm.swarm import claims, grpo
+from bitswarm.swarm.adversary import SwarmAdversary
 from bitswarm.swarm.coordinator import Coordinator
 from bitswarm.swarm.records import RecordFilter, Rollout, RolloutRecord, encode_signed, public_key_hex
 from bitswarm.swarm.tasks import TaskMix, TaskRef, score
@@ -86,11 +89,15 @@ class SwarmPeer:
         settings: PeerSettings = PeerSettings(),
         coordinator: Coordinator | None = None,
         record_filter: RecordFilter | None = None,
+        adversary: SwarmAdversary | None = None,
     ):
         self.name, self.store, self.workdir = name, store, Path(workdir)
         self.transport, self.mix, self.key, self.settings = transport, mix, key, settings
         self.coordinator = coordinator
-        self.filter = record_filter or RecordFilter()
+        self.adversary = adversary
+        # An honest peer publishes I groups of group_size per round: nothing more from one key is used.
+        self.filter = record_filter or RecordFilter(
+            max_group_size=settings.group_size, max_groups_per_peer_round=settings.local)
         self.public_key = public_key_hex(key)
         self.claims_overruled = 0  # external rollouts whose claimed reward our own scoring refuted
         self._seen: dict[bytes, int] = {}  # blob hash -> round slot it was first gathered from
@@ -153,6 +160,8 @@ class SwarmPeer:
                     claimed_reward=float(r), group=gi)
             for gi, g in enumerate(groups) for c, r in zip(g.completions, g.rewards)
         ]
+        if self.adversary is not None:
+            rollouts = self.adversary.published(rollouts)
         for start in range(0, len(rollouts), ROLLOUTS_PER_RECORD):
             rec = RolloutRecord(round=round_, peer=self.public_key, seq=self.seq,
                                 rollouts=rollouts[start:start + ROLLOUTS_PER_RECORD])
@@ -240,8 +249,7 @@ class SwarmPeer:
         picked_external = self._pick_external(external, r)
         rows = self._rows(picked_local + picked_external, tok)
         report = {
-            "peer": self.name, "round": r,
-            "reward": sum(sum(g.rewards) for g in local) / max(1, sum(len(g.rewards) for g in local)),
+            "peer": self.name, "round": r, "reward": claims.batch_reward([g.rewards for g in local]),
             "local_groups": len(picked_local), "external_groups": len(picked_external),
             "external_available": len(external), "rollouts_shared": shared, "updated": False,
         }
@@ -255,8 +263,11 @@ class SwarmPeer:
             report.update(updated=True, model=upd.model, transcript=upd.transcript, step_root=upd.step_root,
                           run_dir=str(upd.run_dir), dataset=upd.dataset)
             if self.coordinator is not None:
+                batch = claims.encode_batch(r, self.public_key, [(g.ref, g.completions) for g in local])
+                claimed = self.adversary.claim(report["reward"]) if self.adversary else report["reward"]
+                report.update(rollout_cid=self.store.put_bytes(batch, label="swarm-rollouts"), claimed_reward=claimed)
                 report["submitted"] = self.coordinator.submit(
-                    self.public_key, r, upd.dataset, report["reward"], upd.step_root
+                    self.public_key, r, report["rollout_cid"], claimed, upd.step_root
                 )
         t_end = time.perf_counter()
         report.update(seconds=round(t_end - t0, 4), generate_seconds=round(t_gen - t0, 4),

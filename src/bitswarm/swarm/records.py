@@ -166,13 +166,16 @@ def content_hash(record: RolloutRecord) -> bytes:
 
 
 class _PeerRound:
-    """What the filter remembers about one (peer, round): at most max_records_per_peer_round of each."""
+    """What the filter remembers about one (peer, round): at most max_records_per_peer_round
+    seqs and hashes, and the completions admitted per group (at most max_groups_per_peer_round
+    groups when that is set)."""
 
-    __slots__ = ("hashes", "seqs")
+    __slots__ = ("groups", "hashes", "seqs")
 
     def __init__(self) -> None:
         self.seqs: set[int] = set()
         self.hashes: set[bytes] = set()
+        self.groups: dict[int, int] = {}
 
 
 class RecordFilter:
@@ -196,6 +199,16 @@ class RecordFilter:
       forgets its records, which could then be replayed within the window; size the cap above
       (expected peers) * (round_window + 1) so that only a flood of fresh keys evicts.
 
+    * `max_group_size` - completions one (peer, round, group) may hold, over all its records:
+      GRPO weighs a group by its size, so one oversized group would outweigh every honest one
+      in an update. A group that would grow past it is cut out of the record ("oversized_group").
+    * `max_groups_per_peer_round` - distinct groups one publisher may contribute per round;
+      further groups are cut out ("too_many_groups"). Set to the swarm's I (local groups): an
+      honest peer publishes exactly I groups per round, so no honest group is ever cut, and no
+      key can take more of a receiver's J external slots than any other.
+    Both are None (no cap) by default; SwarmPeer always sets them from its settings. The rest
+    of a record that had groups cut is still admitted: its other groups are within bounds.
+
     Replay detection: a (peer, round, seq) seen before, or a record whose content (everything
     but seq) was already admitted from the same peer in the same round.
     """
@@ -206,9 +219,15 @@ class RecordFilter:
         round_window: int = 2,
         max_records_per_peer_round: int = 4,
         max_peers_tracked: int = 4096,
+        *,
+        max_group_size: int | None = None,
+        max_groups_per_peer_round: int | None = None,
     ):
-        if min(max_bytes, max_records_per_peer_round, max_peers_tracked) < 1 or round_window < 0:
+        caps = [c for c in (max_group_size, max_groups_per_peer_round) if c is not None]
+        if min(max_bytes, max_records_per_peer_round, max_peers_tracked, *caps) < 1 or round_window < 0:
             raise ValueError("filter bounds must be positive (round_window >= 0)")
+        self.max_group_size = max_group_size
+        self.max_groups_per_peer_round = max_groups_per_peer_round
         self.max_bytes = max_bytes
         self.round_window = round_window
         self.max_records_per_peer_round = max_records_per_peer_round
@@ -277,8 +296,31 @@ class RecordFilter:
             if len(entry.seqs) >= self.max_records_per_peer_round:
                 self._drop("flooding")
                 return None
+        sizes, kept, cut = self._admit_groups(record, entry.groups if entry is not None else {})
         entry = self._entry(record.round, record.peer)
         entry.seqs.add(record.seq)
         entry.hashes.add(digest)
+        entry.groups = sizes
         self.accepted += 1
-        return record
+        if not cut:
+            return record
+        return record.model_copy(update={"rollouts": [ro for ro in record.rollouts if ro.group in kept]})
+
+    def _admit_groups(self, record: RolloutRecord, admitted: dict[int, int]) -> tuple[dict[int, int], set[int], int]:
+        """Which of the record's groups fit the caps (taken in order of first appearance): the
+        (peer, round)'s group sizes with them added, the groups kept, and how many were cut."""
+        sizes = dict(admitted)
+        incoming: dict[int, int] = {}
+        for ro in record.rollouts:
+            incoming[ro.group] = incoming.get(ro.group, 0) + 1
+        kept: set[int] = set()
+        for group, n in incoming.items():
+            if group not in sizes and self.max_groups_per_peer_round is not None \
+                    and len(sizes) >= self.max_groups_per_peer_round:
+                self._drop("too_many_groups")
+            elif self.max_group_size is not None and sizes.get(group, 0) + n > self.max_group_size:
+                self._drop("oversized_group")
+            else:
+                sizes[group] = sizes.get(group, 0) + n
+                kept.add(group)
+        return sizes, kept, len(incoming) - len(kept)

@@ -3,7 +3,8 @@
 Peers run their rounds one after another inside each round, with no barrier between them: a
 peer uses whatever the others have published so far (this round's earlier peers, and the
 previous round of the later ones). Peers can join and leave between rounds; a peer that comes
-back resumes from its saved state.
+back resumes from its saved state. Peers named in `adversaries` cheat the way their
+adversary says (swarm.adversary); the summary shows how each cheat was caught.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bitswarm.store import BlobStore
+from bitswarm.swarm import claims
+from bitswarm.swarm.adversary import SwarmAdversary
 from bitswarm.swarm.coordinator import Coordinator, LocalCoordinator
 from bitswarm.swarm.peer import PeerSettings, SwarmPeer
 from bitswarm.swarm.tasks import TaskMix
@@ -41,8 +44,18 @@ class LocalSwarm:
     peers: dict[str, SwarmPeer] = field(default_factory=dict)
     hub: MemoryHub = field(default_factory=MemoryHub)
     left: dict[str, SwarmPeer] = field(default_factory=dict)  # peers that left, kept for the summary
+    adversaries: dict[str, SwarmAdversary] = field(default_factory=dict)
     round: int = 0
     seconds: float = 0.0
+
+    def __post_init__(self):
+        if isinstance(self.coordinator, LocalCoordinator) and self.coordinator.check is None:
+            self.coordinator.check = self.check_claim
+
+    def check_claim(self, rollout_cid: str, reward: float) -> bool:
+        """What a refuter does on chain: re-score the claim's rollout batch from the store."""
+        units = claims.reward_units(reward)
+        return units is not None and claims.claim_holds(self.store, self.mix, rollout_cid, units)
 
     def add_peer(self, name: str) -> SwarmPeer:
         if name in self.peers:
@@ -50,7 +63,7 @@ class LocalSwarm:
         key = peer_key(self.swarm_seed, name)
         transport = self._transport(key)
         peer = SwarmPeer(name, self.store, Path(self.workdir) / name, self.model, transport, self.mix, key,
-                         self.settings, self.coordinator)
+                         self.settings, self.coordinator, adversary=self.adversaries.get(name))
         peer.next_round = max(peer.next_round, self.round)  # a newcomer starts at the swarm's round
         self.peers[name] = peer
         self.left.pop(name, None)
@@ -113,10 +126,19 @@ class LocalSwarm:
             "rollouts_shared": sum(p.rollouts_shared for p in everyone.values()),
             "rollouts_used_external": sum(p.rollouts_used_external for p in everyone.values()),
             "claims_overruled": sum(p.claims_overruled for p in everyone.values()),
+            "claims_refuted": dict(sorted(
+                (name, self.coordinator.refuted[p.public_key]) for name, p in everyone.items()
+                if p.public_key in getattr(self.coordinator, "refuted", {}))),
+            "adversaries": {name: adv.name for name, adv in sorted(self.adversaries.items())},
             "dropped": dict(sorted(dropped.items())),
             "comm_fraction": round(comm / total, 4) if total else 0.0,
             "seconds": round(self.seconds, 3),
         }
+
+
+def peer_names(peers: int) -> list[str]:
+    """The names `run_swarm` gives its peers when it is not told any."""
+    return [f"peer-{i}" for i in range(peers)]
 
 
 def run_swarm(
@@ -132,10 +154,12 @@ def run_swarm(
     names: Sequence[str] | None = None,
     on_report: Callable[[dict], None] | None = None,
     on_start: Callable[[LocalSwarm], None] | None = None,
+    adversaries: dict[str, SwarmAdversary] | None = None,
 ) -> dict:
-    swarm = LocalSwarm(store, model, Path(workdir), mix, settings, transport, swarm_seed)
+    swarm = LocalSwarm(store, model, Path(workdir), mix, settings, transport, swarm_seed,
+                       adversaries=dict(adversaries or {}))
     try:
-        for name in names or [f"peer-{i}" for i in range(peers)]:
+        for name in names or peer_names(peers):
             swarm.add_peer(name)
         # Rerunning over the same workdir continues where the peers' saved state left off.
         swarm.round = max(p.next_round for p in swarm.peers.values())

@@ -29,12 +29,10 @@ struct Submission:
     step_root: bytes32
     submitted_at: uint256
     index: uint256  # order of arrival in the round: on equal rewards the earlier one wins
-    stake: uint256
-    status: uint8
+    status: uint8  # every submission and every refutation locks swarm_stake (immutable)
 
 struct Refutation:
     refuter: address
-    stake: uint256
     deadline: uint256  # settling is allowed from here on; voting stays open until then
     weight_refuted: uint256
     weight_upheld: uint256
@@ -172,7 +170,7 @@ def submit(round: uint256, rollout_cid: bytes32, reward: uint256, step_root: byt
     n: uint256 = self.participants[round]
     self.submissions[round][msg.sender] = Submission(
         rollout_cid=rollout_cid, reward=reward, step_root=step_root, submitted_at=block.timestamp,
-        index=n, stake=swarm_stake, status=OPEN,
+        index=n, status=OPEN,
     )
     self.participants[round] = n + 1
     self.unsettled[round] += 1
@@ -195,7 +193,7 @@ def refute(round: uint256, peer: address):
     deadline: uint256 = block.timestamp + vote_timeout
     self.submissions[round][peer].status = REFUTING
     self.refutations[round][peer] = Refutation(
-        refuter=msg.sender, stake=swarm_stake, deadline=deadline,
+        refuter=msg.sender, deadline=deadline,
         weight_refuted=0, weight_upheld=0, settled=False, refuted=False,
     )
     log RefutationOpened(round=round, peer=peer, refuter=msg.sender, deadline=deadline)
@@ -247,14 +245,14 @@ def settle_refutation(round: uint256, peer: address):
     )
     if refuted:
         self.submissions[round][peer].status = REFUTED
-        extcall registry.slash(peer, sub.stake, ref.refuter)
-        extcall registry.unlock(ref.refuter, ref.stake)
+        extcall registry.slash(peer, swarm_stake, ref.refuter)
+        extcall registry.unlock(ref.refuter, swarm_stake)
     else:
         # Upheld: nobody may refute it again, so it is settled now.
         self.submissions[round][peer].status = RELEASED
         self._count(round, peer, sub)
-        extcall registry.slash(ref.refuter, ref.stake, peer)
-        extcall registry.unlock(peer, sub.stake)
+        extcall registry.slash(ref.refuter, swarm_stake, peer)
+        extcall registry.unlock(peer, swarm_stake)
 
 
 @external
@@ -268,7 +266,7 @@ def release(round: uint256, peer: address):
     self.unsettled[round] -= 1
     log SubmissionReleased(round=round, peer=peer)
     self._count(round, peer, sub)
-    extcall registry.unlock(peer, sub.stake)
+    extcall registry.unlock(peer, swarm_stake)
 
 
 @external
