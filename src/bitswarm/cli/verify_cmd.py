@@ -120,6 +120,22 @@ def transcript_cmd(
             out.print(f"transcript {cid}\nroot       {t['root']}\nsteps      {result['steps']}")
 
 
+def _record_game(st, run_a: Path, run_b: Path):
+    """A callable playing the dispute over two inference or eval records, or None for training runs."""
+    from bitswarm.jobs.spec import parse_spec
+    from bitswarm.jobs.train_job import prepare
+    from bitswarm.models.generate import load
+    from bitswarm.verify import evaluation, inference
+
+    if (run_a / inference.FILE).exists() or (run_b / inference.FILE).exists():
+        cid = inference.load(run_a)["model"]
+        return lambda: inference.dispute(run_a, run_b, lambda: load(st.store(), cid)[0])
+    if (run_a / evaluation.FILE).exists() or (run_b / evaluation.FILE).exists():
+        spec = parse_spec(evaluation.load(run_a)["spec"])
+        return lambda: evaluation.dispute(run_a, run_b, lambda: prepare(st.store(), spec, "numba"))
+    return None
+
+
 def dispute(
     ctx: typer.Context,
     run_a: Path = typer.Argument(..., help="Party A's run directory."),
@@ -130,39 +146,23 @@ def dispute(
     bisection over steps (tokens), then over ops, then a referee."""
     from bitswarm.jobs.train_job import JobError, load_run_spec, prepare
     from bitswarm.repro.backend import set_threads
+    from bitswarm.jobs.spec import SpecError
     from bitswarm.verify.dispute import dispute as play
     from bitswarm.verify.game import GameError
     from bitswarm.verify.replay import ReplayError
 
     with reporting(as_json):
         st = state(ctx)
-        if (run_a / "inference.json").exists() or (run_b / "inference.json").exists():
-            from bitswarm.models.generate import load
-            from bitswarm.verify import inference
-
+        try:
+            game = _record_game(st, run_a, run_b)
+        except (GameError, SpecError) as e:
+            raise UserError(str(e)) from None
+        if game is not None:  # two inference or eval records: the same game over their leaves
             try:
-                cid = inference.load(run_a)["model"]
                 with stages(enabled=not as_json) as stage:
                     stage("playing the dispute game")
-                    result = inference.dispute(run_a, run_b, lambda: load(st.store(), cid)[0])
-            except inference.InferenceError as e:
-                raise UserError(str(e)) from None
-            if as_json:
-                emit_json(result)
-            else:
-                out.print(result)
-            return
-        if (run_a / "eval.json").exists() or (run_b / "eval.json").exists():
-            from bitswarm.jobs.spec import parse_spec
-            from bitswarm.verify import evaluation
-
-            try:
-                spec = parse_spec(evaluation.load(run_a)["spec"])
-                store = st.store()
-                with stages(enabled=not as_json) as stage:
-                    stage("playing the dispute game")
-                    result = evaluation.dispute(run_a, run_b, lambda: prepare(store, spec, "numba"))
-            except (evaluation.EvalError, JobError) as e:
+                    result = game()
+            except (GameError, JobError) as e:
                 raise UserError(str(e)) from None
             if as_json:
                 emit_json(result)

@@ -21,7 +21,7 @@ import numpy as np
 from bitswarm.repro.hashing import merkle_root, tensor_hash
 from bitswarm.repro.train import IGNORE, count_loss_tokens
 from bitswarm.verify.adversary import Adversary
-from bitswarm.verify.game import Computation, GameError, Party, Referee, Trace, honest, play
+from bitswarm.verify.game import read_record, Computation, GameError, Party, Referee, Trace, honest, play
 from bitswarm.verify.trace import TracingBackend, recompute
 
 FILE = "eval.json"
@@ -87,15 +87,7 @@ def run(prepared, spec: dict, batches: int, out: Path, adversary: Adversary | No
 
 
 def load(out: Path) -> dict:
-    try:
-        rec = json.loads((Path(out) / FILE).read_text())
-    except FileNotFoundError:
-        raise EvalError(f"{out} holds no eval record ({FILE})") from None
-    except ValueError as e:
-        raise EvalError(f"{out}/{FILE} is not valid JSON: {e}") from None
-    if not isinstance(rec, dict) or rec.get("version") != VERSION or rec.get("kind") != "eval":
-        raise EvalError(f"{out}/{FILE} is not a version-{VERSION} eval record")
-    return rec
+    return read_record(out, FILE, "eval", VERSION, EvalError)
 
 
 def _traced(prepared, k: int, adversary, capture: int | None = None) -> tuple[TracingBackend, np.float32]:

@@ -28,12 +28,14 @@ cannot answer at all and loses at the deadline).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bitswarm.repro.hashing import merkle_root
 from bitswarm.verify import merkle
@@ -82,6 +84,19 @@ class Computation(ABC):
 Tactic = Callable[[str, int], str]  # (query kind "leaf" | "trace" | "op", index) -> an action
 
 
+def read_record(out, file: str, kind: str, version: int, error: type[Exception]) -> dict:
+    """A job record (inference.json, eval.json) checked for its kind and version."""
+    try:
+        rec = json.loads((Path(out) / file).read_text())
+    except FileNotFoundError:
+        raise error(f"{out} holds no {kind} record ({file})") from None
+    except ValueError as e:
+        raise error(f"{out}/{file} is not valid JSON: {e}") from None
+    if not isinstance(rec, dict) or rec.get("version") != version or rec.get("kind") != kind:
+        raise error(f"{out}/{file} is not a version-{version} {kind} record; run `bitswarm {kind}` again")
+    return rec
+
+
 def honest(_kind: str, _index: int) -> str:
     return "honest"
 
@@ -97,7 +112,8 @@ class Party:
         self.name, self.comp, self.n, self.tactic = name, computation, ops_per_leaf, tactic
         self.log = computation.leaves()
         self.root = merkle_root(self.log) if self.log else ZERO
-        self._committed: dict[int, list[str]] = {}
+        self._committed: dict[int, list[str]] = {}  # leaf -> the digests of its (padded) trace
+        self._sent: dict[int, list[str]] = {}  # leaf -> the digests it committed (short, long: others)
 
     # -- leaf bisection ------------------------------------------------------------------
 
@@ -128,12 +144,12 @@ class Party:
             digests = digests + [hashlib.sha256(digests[-1].encode()).hexdigest()]
         elif action == "forge":
             return os.urandom(32).hex(), self.n
-        self._committed[("sent", k)] = digests
+        self._sent[k] = digests
         return merkle_root(digests), len(digests)
 
     def answer_op(self, k: int, i: int):
         """(digest, proof) of op i of leaf k, or None."""
-        return self._answer(self.tactic("op", i), self._committed.get(("sent", k)) or self.committed_digests(k), i)
+        return self._answer(self.tactic("op", i), self._sent.get(k) or self.committed_digests(k), i)
 
     def op_material(self, k: int, i: int):
         """The record behind digest i, handed to a referee (None past this side's trace)."""

@@ -25,7 +25,7 @@ from bitswarm.repro.generate import next_token
 from bitswarm.repro.hashing import merkle_root, tensor_hash
 from bitswarm.repro.model import KVCache
 from bitswarm.verify.adversary import Adversary
-from bitswarm.verify.game import ZERO, Computation, GameError, Party, Referee, Trace, honest, play
+from bitswarm.verify.game import read_record, ZERO, Computation, GameError, Party, Referee, Trace, honest, play
 from bitswarm.verify.trace import TracingBackend, recompute
 
 FILE = "inference.json"
@@ -99,15 +99,7 @@ def run(model, job: dict, out: Path, adversary: Adversary | None = None) -> dict
 
 
 def load(out: Path) -> dict:
-    try:
-        rec = json.loads((Path(out) / FILE).read_text())
-    except FileNotFoundError:
-        raise InferenceError(f"{out} holds no inference record ({FILE})") from None
-    except ValueError as e:
-        raise InferenceError(f"{out}/{FILE} is not valid JSON: {e}") from None
-    if not isinstance(rec, dict) or rec.get("version") != VERSION or rec.get("kind") != "infer":
-        raise InferenceError(f"{out}/{FILE} is not a version-{VERSION} inference record; run `bitswarm infer` again")
-    return rec
+    return read_record(out, FILE, "infer", VERSION, InferenceError)
 
 
 JOB_KEYS = ("model", "prompt_ids", "seed", "request_id", "temperature", "top_p", "max_new_tokens")
