@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/ledger_gas.py [--steps 1024] [--ops 4096] [--markdown]
 
-A job of `--steps` training steps is disputed with a divergence in the middle step and the
-middle op, so the step and op bisections run their full ⌈log2⌉ rounds with proofs of full depth.
-Leaves are random 32-byte values: gas depends on tree shape, not on what the leaves hold.
+A job of `--steps` training steps and `--ops` ops per step is disputed with a divergence in the
+middle step and the middle op, so the step and op bisections run their full ⌈log2⌉ rounds with
+proofs of full depth. Two referees vote with unequal stake on opposite sides; after the ruling
+one vote is released (unlocked) and the other slashed to the winner. Leaves are random 32-byte
+values: gas depends on tree shape, not on what the leaves hold.
 """
 
 from __future__ import annotations
@@ -37,10 +39,13 @@ def main() -> None:
     ap.add_argument("--ops", type=int, default=4096)
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = ap.parse_args()
-    rows: list[tuple[str, int, int]] = []  # (action, gas of one call, calls in this job)
+    rows: list[tuple[str, int, int]] = []  # (action, gas of its dearest call, calls in this job)
+    dispute_gas: list[int] = []  # every call of the disputed job from challenge to the last release
 
     def rec(action: str, receipts) -> None:
         receipts = receipts if isinstance(receipts, list) else [receipts]
+        if action.startswith("dispute:") and action != "dispute: settle (deadline)":
+            dispute_gas.extend(r.gas_used for r in receipts)
         if any(r[0] == action for r in rows):
             return  # the same call again in a later job costs the same
         gas = [r.gas_used for r in receipts]
@@ -50,18 +55,20 @@ def main() -> None:
         os.environ.setdefault("BITSWARM_CACHE_DIR", str(Path(tmp) / "cache"))
         chain = start_devnet(Path(tmp) / "devnet")
         try:
-            poster, solver, challenger, referee, peer = (chain.ledger(i) for i in (1, 2, 3, 4, 5))
+            poster, solver, challenger, referee, peer, minority = (chain.ledger(i) for i in (1, 2, 3, 4, 5, 6))
             rec("node: register", solver.register("12D3KooWsolver", ROLE_SOLVER | ROLE_VERIFIER))
             challenger.register("12D3KooWchallenger", ROLE_VERIFIER)
             referee.register("12D3KooWreferee", ROLE_REFEREE)
+            minority.register("12D3KooWminority", ROLE_REFEREE)
             rec("token: approve", solver.approve("NodeRegistry", 10**30))
             rec("node: stake", solver.transact("NodeRegistry", "stake", 100 * CREDIT))
             for lg in (challenger, referee):
                 lg.stake(100 * CREDIT)
+            minority.stake(50 * CREDIT)
 
             def post() -> int:
                 poster._ensure_allowance("JobMarket", 10**30)
-                rc = poster.transact("JobMarket", "post_job", bytes(32)[:-1] + b"\x01", 0, args.steps,
+                rc = poster.transact("JobMarket", "post_job", bytes(32)[:-1] + b"\x01", 0, args.steps, args.ops,
                                      50 * CREDIT, 20 * CREDIT, 120)
                 rec("job: post", rc)
                 return rc.event("JobPosted")["job_id"]
@@ -95,9 +102,11 @@ def main() -> None:
                 for lg, leaves in ((solver, oa), (challenger, ob)):
                     op_rx.append(lg.respond_op(job, leaves[i], [s for _, s in merkle.proof(leaves, i)]))
             rec("dispute: op answer (with proof)", op_rx)
-            rec("dispute: referee vote", referee.vote(job, True))
+            rec("dispute: referee vote (stake-weighted)", [referee.vote(job, True), minority.vote(job, False)])
             poster.increase_time(FAST.vote_timeout + 1)
             rec("dispute: settle (vote)", poster.settle(job))
+            rec("dispute: release vote (majority: unlocked)", poster.release_vote(job, referee.address))
+            rec("dispute: release vote (minority: slashed)", poster.release_vote(job, minority.address))
 
             # 3. a party that stops answering
             job = post()
@@ -109,6 +118,7 @@ def main() -> None:
 
             # swarm and unbonding
             peer.register("12D3KooWpeer", ROLE_SWARM)
+            peer.stake(100 * CREDIT)  # a submission locks swarm_stake
             rec("swarm: submit", peer.swarm_submit(1, secrets.token_hex(32), 0.5, secrets.token_hex(32)))
             owner = chain.ledger(0)
             rec("swarm: advance round", owner.swarm_advance_round())
@@ -119,13 +129,15 @@ def main() -> None:
             chain.stop()
 
     if args.markdown:
-        print(f"| step ({args.steps} training steps, {args.ops} ops) | gas per call | calls per job |")
+        print(f"| step ({args.steps} training steps, {args.ops} ops) | gas per call (dearest) | calls per job |")
         print("|---|---:|---:|")
         for action, gas, n in rows:
             print(f"| {action} | {gas:,} | {n} |")
+        print(f"| **the whole dispute, challenge to last release (sum)** | {sum(dispute_gas):,} | {len(dispute_gas)} |")
     else:
         for action, gas, n in rows:
-            print(f"{action:<40} {gas:>10,}  x{n}")
+            print(f"{action:<44} {gas:>10,}  x{n}")
+        print(f"{'the whole dispute (sum)':<44} {sum(dispute_gas):>10,}  x{len(dispute_gas)}")
 
 
 if __name__ == "__main__":

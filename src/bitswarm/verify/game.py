@@ -8,9 +8,12 @@ c_{-1} = before, c_i = H(c_{i-1} | H(record_i)); its trace root is the Merkle ro
 c_0..c_{n-1}.
 
 The arbiter (`play` here, JobMarket.vy on chain: the same rules) asks, checks and narrows:
-1. leaf bisection: both answer leaf k with a Merkle proof bound to k and the leaf count. The
-   last leaf first (equal: the challenger loses); then halves, keeping "lo-1 agreed, hi differs",
-   until one leaf k: both agree on its before and differ on it.
+1. commitments: each side's root and its last leaf with a proof bound to that index and the leaf
+   count. Leaves are chained, so the last leaf is the result and commits its whole history:
+   equal last leaves mean equal results and there is nothing to dispute (on chain the solver
+   publishes its last leaf with its result and a challenge must name a different one).
+   Then leaf bisection below it, keeping "lo-1 agreed, hi differs", until one leaf k: both
+   agree on its before and differ on it.
 2. trace commitments of leaf k: exactly `ops_per_leaf` digests (any other count loses).
 3. op bisection over indices 0..n, where index n is virtual: each side's own committed leaf k,
    known to differ. It ends on one index i: the value at i-1 agreed (at -1: the before), at i
@@ -249,8 +252,8 @@ class Outcome:
 
 
 def round_bound(n_leaves: int, ops_per_leaf: int) -> int:
-    """Commitments, the last leaf, the leaf bisection, trace commitments, the op bisection."""
-    return 3 + math.ceil(math.log2(max(n_leaves, 1))) + math.ceil(math.log2(ops_per_leaf + 1))
+    """Commitments with the last leaf, the leaf bisection, trace commitments, the op bisection."""
+    return 2 + math.ceil(math.log2(max(n_leaves, 1))) + math.ceil(math.log2(ops_per_leaf + 1))
 
 
 def play(solver: Party, challenger: Party, referee: Referee, ops_per_leaf: int) -> Outcome:
@@ -265,13 +268,13 @@ def play(solver: Party, challenger: Party, referee: Referee, ops_per_leaf: int) 
         out.agree = True
         return out
 
-    def lose(side: str, why: str) -> Outcome:
+    def lose(failed: list) -> Outcome:
+        # Both failing: on chain both let the deadline pass, and the challenger loses.
+        side, why = failed[-1] if len(failed) == 2 else failed[0]
         out.winner, out.referee = (c_name if side == s_name else s_name), why
         return out
 
-    def ask(kind: str, index: int, n_leaves: int, roots: dict, answer) -> tuple[dict | None, str | None, str | None]:
-        out.rounds += 1
-        out.queries.append((kind, index))
+    def ask(kind: str, index: int, n_leaves: int, roots: dict, answer) -> tuple[dict, list]:
         got, failed = {}, []
         for name, p in sides.items():
             a = answer(p)
@@ -281,53 +284,57 @@ def play(solver: Party, challenger: Party, referee: Referee, ops_per_leaf: int) 
                 failed.append((name, "proof"))
             else:
                 got[name] = a[0]
-        if failed:  # both failing: on chain both let the deadline pass, and the challenger loses
-            name, why = failed[-1] if len(failed) == 2 else failed[0]
-            return None, name, why
-        return got, None, None
+        return got, failed
 
-    def bisect(kind: str, lo: int, hi: int, n_leaves: int, roots: dict, answer, agreed, diffs, first=None):
-        index = first if first is not None else (lo + hi) // 2
-        while True:
-            got, loser, why = ask(kind, index, n_leaves, roots, lambda p: answer(p, index))
-            if loser:
-                return None, loser, why
+    def bisect(kind: str, hi: int, n_leaves: int, roots: dict, answer, agreed, diffs):
+        """Narrow [0, hi] keeping "agreed at lo-1, different at hi" (hi differs on entry)."""
+        lo = 0
+        while lo < hi:
+            index = (lo + hi) // 2
+            out.rounds += 1
+            out.queries.append((kind, index))
+            got, failed = ask(kind, index, n_leaves, roots, lambda p: answer(p, index))
+            if failed:
+                return None, failed
             if got[s_name] == got[c_name]:
-                if first is not None and index == first:
-                    return None, c_name, "final state agreed"
                 lo, agreed = index + 1, got[s_name]
             else:
                 hi, diffs = index, got
-            first = None
-            if lo == hi:
-                return (hi, agreed, diffs), None, None
-            index = (lo + hi) // 2
+        return (hi, agreed, diffs), None
 
-    # 1. leaf bisection, the last leaf first
+    # 1. commitments: each side's root and its last leaf, proven. The leaves are chained, so the
+    # last leaf is the result and commits its whole history: equal last leaves, equal results
+    # (and on chain a challenge naming the solver's own last leaf is refused).
     roots = {n: p.root for n, p in sides.items()}
-    found, loser, why = bisect("leaf", 0, T - 1, T, roots, lambda p, k: p.answer_leaf(k), None, None, first=T - 1)
-    if loser:
-        return lose(loser, why)
+    finals, failed = ask("leaf", T - 1, T, roots, lambda p: p.answer_leaf(T - 1))
+    if failed:
+        return lose(failed)
+    if finals[s_name] == finals[c_name]:
+        out.agree = True
+        return out
+    # 2. leaf bisection below the last leaf, which is known to differ
+    found, failed = bisect("leaf", T - 1, T, roots, lambda p, k: p.answer_leaf(k), None, finals)
+    if failed:
+        return lose(failed)
     k, before, afters = found
     out.leaf = k
-    # 2. trace commitments, exactly ops_per_leaf digests each
+    # 3. trace commitments, exactly ops_per_leaf digests each
     out.rounds += 1
     t0 = time.perf_counter()
     traces = {n: p.commit_trace(k) for n, p in sides.items()}
     out.trace_seconds = round(time.perf_counter() - t0, 4)
-    for n, t in traces.items():
-        if t is None:
-            return lose(n, "deadline")
-        if t[1] != ops_per_leaf:
-            return lose(n, "trace length")
-    # 3. op bisection over 0..n, n being each side's committed leaf k
+    failed = [(n, "deadline" if t is None else "trace length") for n, t in traces.items()
+              if t is None or t[1] != ops_per_leaf]
+    if failed:
+        return lose(failed)
+    # 4. op bisection over 0..n, n being each side's committed leaf k
     troots = {n: t[0] for n, t in traces.items()}
-    found, loser, why = bisect("op", 0, ops_per_leaf, ops_per_leaf, troots, lambda p, i: p.answer_op(k, i), before, afters)
-    if loser:
-        return lose(loser, why)
+    found, failed = bisect("op", ops_per_leaf, ops_per_leaf, troots, lambda p, i: p.answer_op(k, i), before, afters)
+    if failed:
+        return lose(failed)
     i, prev, values = found
     out.op_index = i
-    # 4. the referee
+    # 5. the referee
     verdict = rule(referee, sides, k, i, ops_per_leaf, before, prev if prev is not None else (before or ""), values)
     out.winner, out.op, out.referee, out.referee_seconds = (verdict["winner"], verdict["op"], verdict["referee"],
                                                             verdict["referee_seconds"])

@@ -4,11 +4,11 @@
 @notice Posters escrow a bounty for a job; a solver stakes, claims and commits the Merkle root
         of its result (one leaf per training step or generated token). Within the challenge
         window a verifier may stake the same amount and commit a different root. The two then
-        bisect: first over the result leaves to the first step whose state differs, then over
-        each side's op trace of that step (always `ops_per_leaf` ops, fixed by the poster) to
-        the first op that differs. Referees recompute that one op off-chain from the value both
-        sides agreed on just before it, and vote with their stake. A party that stops answering
-        loses by deadline.
+        bisect: first over the result leaves to a step whose input state they agree on and
+        whose output they do not, then over each side's op trace of that step (always
+        `ops_per_leaf` ops, fixed by the poster) to such an op. Referees recompute that one op
+        off-chain from the value both sides agreed on just before it, and vote with their
+        stake. A party that stops answering loses by deadline.
 
         Soundness: every bisection round keeps "both sides gave the same value at lo-1" and
         "they differ at hi", for the values each side is bound to by its own Merkle root. The
