@@ -13,11 +13,12 @@ import hashlib
 
 import pytest
 
-from bitswarm.jobs.onchain import ChainParty, play_rounds, referee_vote
+from bitswarm.jobs.onchain import ChainParty, challenge, commit_result, play_rounds, referee_vote
 from bitswarm.jobs.spec import example_spec
 from bitswarm.jobs.train_job import prepare, run_training
 from bitswarm.ledger.client import CREDIT, DISPUTE_PHASE, JOB_STATUS, ROLE_REFEREE, ROLE_SOLVER, ROLE_VERIFIER
 from bitswarm.ledger.errors import RevertError
+from bitswarm.verify import merkle
 from bitswarm.verify.adversary import Adversary
 from bitswarm.verify.dispute import TrainReferee, TrainRun
 from bitswarm.verify.game import Party, honest
@@ -96,7 +97,7 @@ def _post_and_commit(chain, runs, solver_party: Party) -> int:
     a[SOLVER].claim_job(job)
     transcript_cid, transcript = build_transcript(store, solver_party.comp.run)
     assert transcript["root"] == solver_party.root  # the transcript commits exactly the game's leaves
-    a[SOLVER].commit_result(job, solver_party.root, transcript_cid)
+    commit_result(a[SOLVER], job, solver_party, transcript_cid)
     return job
 
 
@@ -122,7 +123,7 @@ def _dispute(chain, runs, solver_p: Party, challenger_p: Party, voters=REFEREES[
     """Post, commit, challenge and play until the chain waits for referees or a deadline."""
     a = chain.actors
     job = _post_and_commit(chain, runs, solver_p)
-    a[CHALLENGER].challenge(job, challenger_p.root)
+    challenge(a[CHALLENGER], job, challenger_p)
     play_rounds([ChainParty(a[SOLVER], job, solver_p, "solver"), ChainParty(a[CHALLENGER], job, challenger_p, "challenger")])
     verdicts = []
     if DISPUTE_PHASE[a[POSTER].dispute(job)["phase"]] == "vote":
@@ -179,7 +180,7 @@ def test_sybil_referees_buy_nothing(chain, runs):
     a = chain.actors
     before, stakes = _balances(chain), _stakes(chain)
     job = _post_and_commit(chain, runs, _party(runs, "bitflip@step=3,op=40"))
-    a[CHALLENGER].challenge(job, _party(runs, "honest").root)
+    challenge(a[CHALLENGER], job, _party(runs, "honest"))
     solver_p, challenger_p = _party(runs, "bitflip@step=3,op=40"), _party(runs, "honest")
     play_rounds([ChainParty(a[SOLVER], job, solver_p, "solver"), ChainParty(a[CHALLENGER], job, challenger_p, "challenger")])
     for s in SYBILS:
@@ -206,10 +207,15 @@ def test_no_self_challenge_and_no_challenge_without_stake(chain, runs):
     job = _post_and_commit(chain, runs, _party(runs, "honest"))
     a[POSTER].register("12D3KooWposter", ROLE_VERIFIER)
     a[POSTER].stake(STAKE)
+    cheat = _party(runs, "lazy@step=3")
     with pytest.raises(RevertError, match="poster cannot challenge"):
-        a[POSTER].challenge(job, "11" * 32)
-    with pytest.raises(RevertError):
-        a[NO_STAKE].challenge(job, "11" * 32)
+        challenge(a[POSTER], job, cheat)
+    with pytest.raises(RevertError, match="free stake"):
+        challenge(a[NO_STAKE], job, cheat)
+    # a garbage tree ending in the honest last leaf: a different root, the same (correct) result
+    garbage = ["22" * 32] * (STEPS - 1) + [_party(runs, "honest").log[-1]]
+    with pytest.raises(RevertError, match="results agree"):
+        a[CHALLENGER].challenge(job, merkle.merkle_root(garbage), garbage[-1], merkle.siblings(merkle.proof(garbage, STEPS - 1)))
     a[POSTER].increase_time(WINDOW + 1)
     a[POSTER].finalize(job)
     a[POSTER].request_unbond(STAKE)
@@ -220,9 +226,9 @@ def test_a_party_that_stops_answering_loses_by_deadline(chain, runs):
     solver_p, challenger_p = _party(runs, "bitflip@step=3,op=40"), _party(runs, "honest")
     stakes = _stakes(chain)
     job = _post_and_commit(chain, runs, solver_p)
-    a[CHALLENGER].challenge(job, challenger_p.root)
+    challenge(a[CHALLENGER], job, challenger_p)
     challenger = ChainParty(a[CHALLENGER], job, challenger_p, "challenger")
-    assert challenger.act() == f"step {STEPS - 1}"  # the challenger answers; the solver goes quiet
+    assert challenger.act() == f"step {(STEPS - 1) // 2}"  # the challenger answers; the solver goes quiet
     with pytest.raises(RevertError, match="nothing to settle"):
         a[POSTER].settle(job)
     a[POSTER].increase_time(FAST.round_timeout + 1)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from bitswarm.ledger.client import DISPUTE_PHASE, Ledger
 from bitswarm.ledger.errors import RevertError
+from bitswarm.verify import merkle
 from bitswarm.verify.game import Party, Referee, rule
 from bitswarm.verify.merkle import siblings
 
@@ -26,6 +27,22 @@ EMPTY = "00" * 32
 
 def _hex(value) -> str:
     return value.hex() if isinstance(value, (bytes, bytearray)) else str(value).removeprefix("0x")
+
+
+def last_leaf(party: Party) -> tuple[str, list[str]]:
+    """A side's result: its last leaf (cumulative: it commits the whole history) and its proof."""
+    n = len(party.log)
+    return party.log[-1], siblings(merkle.proof(party.log, n - 1))
+
+
+def commit_result(ledger: Ledger, job_id: int, solver: Party, result_cid: str):
+    """The solver commits its root, the transcript's CID and its last leaf, proven."""
+    return ledger.commit_result(job_id, solver.root, result_cid, *last_leaf(solver))
+
+
+def challenge(ledger: Ledger, job_id: int, challenger: Party):
+    """A verifier challenges with its own root and last leaf (the contract refuses equal results)."""
+    return ledger.challenge(job_id, challenger.root, *last_leaf(challenger))
 
 
 @dataclass

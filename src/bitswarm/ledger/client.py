@@ -378,14 +378,20 @@ class Ledger:
     def claim_job(self, job_id: int) -> Receipt:
         return self.transact("JobMarket", "claim_job", job_id)
 
-    def commit_result(self, job_id: int, result_root: str | bytes, result_cid: str | bytes) -> Receipt:
-        return self.transact("JobMarket", "commit_result", job_id, cid_bytes(result_root), cid_bytes(result_cid))
+    def commit_result(self, job_id: int, result_root: str | bytes, result_cid: str | bytes, result_leaf: str | bytes,
+                      proof: Sequence[str | bytes]) -> Receipt:
+        """Commit the result's root and its last leaf (the result itself) with that leaf's proof."""
+        return self.transact("JobMarket", "commit_result", job_id, cid_bytes(result_root), cid_bytes(result_cid),
+                             cid_bytes(result_leaf), [cid_bytes(p) for p in proof])
 
     def finalize(self, job_id: int) -> Receipt:
         return self.transact("JobMarket", "finalize", job_id)
 
-    def challenge(self, job_id: int, challenger_root: str | bytes) -> Receipt:
-        return self.transact("JobMarket", "challenge", job_id, cid_bytes(challenger_root))
+    def challenge(self, job_id: int, challenger_root: str | bytes, challenger_leaf: str | bytes,
+                  proof: Sequence[str | bytes]) -> Receipt:
+        """Challenge with this side's root and its last leaf (which must differ from the solver's)."""
+        return self.transact("JobMarket", "challenge", job_id, cid_bytes(challenger_root), cid_bytes(challenger_leaf),
+                             [cid_bytes(p) for p in proof])
 
     def respond_step(self, job_id: int, leaf: str | bytes, proof: Sequence[str | bytes]) -> Receipt:
         return self.transact("JobMarket", "respond_step", job_id, cid_bytes(leaf), [cid_bytes(p) for p in proof])

@@ -3,8 +3,9 @@
 @title bitswarm job market and dispute game
 @notice Posters escrow a bounty for a job; a solver stakes, claims and commits the Merkle root
         of its result (one leaf per training step or generated token). Within the challenge
-        window a verifier may stake the same amount and commit a different root. The two then
-        bisect: first over the result leaves to a step whose input state they agree on and
+        window a verifier may stake the same amount and commit a different root whose last
+        leaf differs (both last leaves are proven: the solver's at commit, the challenger's at
+        challenge). The two then bisect: first over the result leaves to a step whose input state they agree on and
         whose output they do not, then over each side's op trace of that step (always
         `ops_per_leaf` ops, fixed by the poster) to such an op. Referees recompute that one op
         off-chain from the value both sides agreed on just before it, and vote with their
@@ -14,8 +15,9 @@
         "they differ at hi", for the values each side is bound to by its own Merkle root. The
         game therefore ends on one op whose input both sides agreed on and whose output they
         dispute, so the honest side's output is what the op computes and a referee can tell.
-        Trust assumptions: the leaves are cumulative state commitments (the final leaf fixes
-        the whole result, so agreeing on it means there is nothing to dispute), and the honest,
+        Leaves are cumulative (each commits the history before it), so the last leaf is the
+        result: a challenge naming the solver's own last leaf is refused, and an honest side is
+        never drawn into a dispute over a correct result. Trust assumption: the honest,
         live referees of a dispute hold more stake than any coalition voting against them.
         Splitting stake across accounts adds no weight, so sybil referees buy nothing, and a
         referee that votes for the loser loses the stake it voted with.
@@ -70,6 +72,10 @@ struct Job:
     solver: address
     result_root: bytes32
     result_cid: bytes32
+    # The last leaf of the result, proven against result_root at commit. Leaves are cumulative
+    # (each commits the whole history before it), so this one is the result: a challenge must
+    # name a different one, and an honest verifier never challenges a correct result.
+    result_leaf: bytes32
     commit_deadline: uint256
     challenge_deadline: uint256
 
@@ -130,6 +136,7 @@ event ResultCommitted:
     job_id: indexed(uint256)
     result_root: bytes32
     result_cid: bytes32
+    result_leaf: bytes32
     challenge_deadline: uint256
 
 event JobFinalized:
@@ -274,6 +281,7 @@ def post_job(
         solver=empty(address),
         result_root=empty(bytes32),
         result_cid=empty(bytes32),
+        result_leaf=empty(bytes32),
         commit_deadline=0,
         challenge_deadline=0,
     )
@@ -317,19 +325,28 @@ def claim_job(job_id: uint256):
 
 
 @external
-def commit_result(job_id: uint256, result_root: bytes32, result_cid: bytes32):
+def commit_result(
+    job_id: uint256,
+    result_root: bytes32,
+    result_cid: bytes32,
+    result_leaf: bytes32,
+    proof: DynArray[bytes32, MAX_PROOF],
+):
     job: Job = self._job(job_id)
     assert msg.sender == job.solver, "market: not solver"
     assert job.status == CLAIMED, "market: job not claimed"
     assert block.timestamp <= job.commit_deadline, "market: commit deadline passed"
     assert result_root != empty(bytes32) and result_cid != empty(bytes32), "market: empty root"
+    assert self._verify_proof(result_leaf, proof, job.num_leaves - 1, job.num_leaves, result_root), "market: last leaf not in the result"
     deadline: uint256 = block.timestamp + job.challenge_window
     self.jobs[job_id].status = COMMITTED
     self.jobs[job_id].result_root = result_root
     self.jobs[job_id].result_cid = result_cid
+    self.jobs[job_id].result_leaf = result_leaf
     self.jobs[job_id].challenge_deadline = deadline
     log ResultCommitted(
-        job_id=job_id, result_root=result_root, result_cid=result_cid, challenge_deadline=deadline
+        job_id=job_id, result_root=result_root, result_cid=result_cid, result_leaf=result_leaf,
+        challenge_deadline=deadline
     )
 
 
@@ -347,7 +364,9 @@ def finalize(job_id: uint256):
 # ---------------------------------------------------------------- dispute game
 
 @external
-def challenge(job_id: uint256, challenger_root: bytes32):
+def challenge(
+    job_id: uint256, challenger_root: bytes32, challenger_leaf: bytes32, proof: DynArray[bytes32, MAX_PROOF]
+):
     job: Job = self._job(job_id)
     # Status COMMITTED also makes this one challenge per job: the first one moves it to DISPUTED.
     assert job.status == COMMITTED, "market: job not committed"
@@ -359,20 +378,28 @@ def challenge(job_id: uint256, challenger_root: bytes32):
     assert msg.sender != job.poster, "market: poster cannot challenge"
     assert challenger_root != empty(bytes32), "market: empty root"
     assert challenger_root != job.result_root, "market: root agrees with result"
+    assert self._verify_proof(challenger_leaf, proof, job.num_leaves - 1, job.num_leaves, challenger_root), "market: last leaf not in the challenge"
+    # Equal last leaves are equal results (the leaves are cumulative): nothing to dispute.
+    assert challenger_leaf != job.result_leaf, "market: results agree"
     self.jobs[job_id].status = DISPUTED
     d: Dispute = empty(Dispute)
     d.challenger = msg.sender
     d.solver_root = job.result_root
     d.challenger_root = challenger_root
     d.phase = PHASE_STEP
-    # The first query is the final state; if both sides agree on it there is nothing to bisect.
+    # The last leaves are known to differ: bisect [0, num_leaves-1] below them.
     d.lo = 0
     d.hi = job.num_leaves - 1
-    d.index = job.num_leaves - 1
+    d.solver_diff = job.result_leaf
+    d.challenger_diff = challenger_leaf
     d.deadline = block.timestamp + round_timeout
-    self.disputes[job_id] = d
     log JobChallenged(job_id=job_id, challenger=msg.sender, challenger_root=challenger_root)
-    log DisputeQuery(job_id=job_id, phase=PHASE_STEP, index=d.index, deadline=d.deadline)
+    if d.lo == d.hi:
+        d = self._step_found(job_id, d)
+    else:
+        d.index = (d.lo + d.hi) // 2
+        log DisputeQuery(job_id=job_id, phase=PHASE_STEP, index=d.index, deadline=d.deadline)
+    self.disputes[job_id] = d
     extcall registry.lock(msg.sender, job.solver_stake)
 
 
@@ -390,24 +417,9 @@ def respond_step(job_id: uint256, leaf: bytes32, proof: DynArray[bytes32, MAX_PR
         self.disputes[job_id] = d
         return
 
-    agree: bool = d.solver_answer == d.challenger_answer
-    # Only the first round asks for leaf num_leaves-1 (later queries are mids, always < hi).
-    # Agreeing there means agreeing on the result: the challenger has nothing to show.
-    if d.index == job.num_leaves - 1 and agree:
-        self.disputes[job_id] = d
-        self._settle(job_id, True, "final state agreed")
-        return
-    d = self._narrow(d, agree)
-
+    d = self._narrow(d, d.solver_answer == d.challenger_answer)
     if d.lo == d.hi:
-        d.disputed_step = d.hi
-        # `agreed` is the leaf both gave at hi-1, still empty when hi == 0.
-        d.before = d.agreed
-        d.solver_after = d.solver_diff
-        d.challenger_after = d.challenger_diff
-        d.phase = PHASE_TRACE
-        d = self._next_round(d, round_timeout)
-        log StepFound(job_id=job_id, step_index=d.disputed_step)
+        d = self._step_found(job_id, d)
     else:
         d.index = (d.lo + d.hi) // 2
         d = self._next_round(d, round_timeout)
@@ -617,6 +629,21 @@ def _narrow(d: Dispute, agree: bool) -> Dispute:
         r.hi = d.index
         r.solver_diff = d.solver_answer
         r.challenger_diff = d.challenger_answer
+    return r
+
+
+@internal
+def _step_found(job_id: uint256, d: Dispute) -> Dispute:
+    """The leaf bisection is over: lo == hi is the disputed leaf; on to the trace commitments."""
+    r: Dispute = d
+    r.disputed_step = d.hi
+    # `agreed` is the leaf both gave at hi-1, still empty when hi == 0.
+    r.before = d.agreed
+    r.solver_after = d.solver_diff
+    r.challenger_after = d.challenger_diff
+    r.phase = PHASE_TRACE
+    r = self._next_round(r, round_timeout)
+    log StepFound(job_id=job_id, step_index=r.disputed_step)
     return r
 
 
