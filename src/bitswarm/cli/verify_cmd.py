@@ -120,6 +120,25 @@ def transcript_cmd(
             out.print(f"transcript {cid}\nroot       {t['root']}\nsteps      {result['steps']}")
 
 
+def _print_outcome(result: dict) -> None:
+    """One line a person reads: where the two parted, who won and why."""
+    unit = next(u for u in ("step", "token", "batch") if f"first_divergent_{u}" in result)
+    if result["agree"]:
+        out.print(f"[green]agree[/]: both commit to the same result (every {unit})")
+        return
+    where = result[f"first_divergent_{unit}"]
+    if result["referee"] in ("op", "step"):
+        out.print(f"first divergent {unit} {where}, op {result['op']} (#{result['op_index']}); winner "
+                  f"[bold]{result['winner']}[/] after {result['rounds']} rounds (bound {result['round_bound']}); "
+                  f"the referee recomputed the {result['referee']} in {result['referee_seconds']}s")
+    else:  # the loser failed the protocol itself
+        loser = "B" if result["winner"] == "A" else "A"
+        why = {"deadline": "stopped answering", "proof": "gave an answer its own commitment does not prove",
+               "trace length": "committed a trace of the wrong length"}.get(result["referee"], result["referee"])
+        out.print(f"winner [bold]{result['winner']}[/] after {result['rounds']} rounds: {loser} {why}"
+                  + (f" (at {unit} {where})" if where is not None else ""))
+
+
 def _record_game(st, run_a: Path, run_b: Path):
     """A callable playing the dispute over two inference or eval records, or None for training runs."""
     from bitswarm.jobs.spec import parse_spec
@@ -167,7 +186,7 @@ def dispute(
             if as_json:
                 emit_json(result)
             else:
-                out.print(result)
+                _print_outcome(result)
             return
         try:
             spec_a, spec_b = load_run_spec(run_a), load_run_spec(run_b)
@@ -182,12 +201,8 @@ def dispute(
             raise UserError(str(e)) from None
         if as_json:
             emit_json(result)
-        elif result["agree"]:
-            out.print("[green]agree[/]: both transcripts commit to the same step hashes")
         else:
-            out.print(f"first divergent step {result['first_divergent_step']}, op {result['op']} "
-                      f"(#{result['op_index']}); winner [bold]{result['winner']}[/] after {result['rounds']} rounds "
-                      f"(bound {result.get('round_bound')}); referee {result['referee']} in {result['referee_seconds']}s")
+            _print_outcome(result)
 
 
 def infer(
