@@ -1,1 +1,1 @@
-"""verify: checking training results by re-execution (and, next, the dispute game)."""
+"""verify: re-execution, commitments, traces, adversaries, and the one dispute game for training, inference and eval."""
