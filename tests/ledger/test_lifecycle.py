@@ -237,3 +237,44 @@ def test_a_party_that_stops_answering_loses_by_deadline(chain, runs):
     assert ev["winner"] == a[CHALLENGER].address and ev["reason"] == "deadline"
     assert _stakes(chain)[SOLVER] == stakes[SOLVER] - STAKE
     a[SOLVER].stake(STAKE)
+
+
+@pytest.mark.parametrize("kind", ["infer", "eval"])
+def test_inference_and_eval_disputes_are_the_same_game_on_chain(chain, runs, tmp_path, kind):
+    """One game: an inference job (a token reported other than the one sampled) and an eval job
+    (a bit flipped in a batch's forward) played on the same contract as training."""
+    from bitswarm.models.generate import load
+    from bitswarm.verify import evaluation, inference
+
+    a = chain.actors
+    store, spec, _, spec_cid, _ = runs
+    if kind == "infer":
+        cid = spec.model
+        job = {"model": cid, "prompt_ids": [1, 30, 40, 50, 7], "seed": 3, "request_id": 1, "temperature": 0.8,
+               "top_p": 0.9, "max_new_tokens": 6}
+        make = lambda: load(store, cid)[0]  # noqa: E731
+        inference.run(make(), job, tmp_path / "honest")
+        inference.run(make(), job, tmp_path / "cheat", Adversary.parse("token@step=4"))
+        comp = lambda d: inference.InferRecord(tmp_path / d, make)  # noqa: E731
+        referee, n, leaves = inference.InferReferee(make, job), inference.ops_per_token(make(), job), 6
+    else:
+        evaluation.run(prepare(store, spec), spec.model_dump(mode="json"), STEPS, tmp_path / "honest")
+        evaluation.run(prepare(store, spec), spec.model_dump(mode="json"), STEPS, tmp_path / "cheat",
+                       Adversary.parse("bitflip@step=2,op=1"))
+        comp = lambda d: evaluation.EvalRecord(tmp_path / d, prepare(store, spec))  # noqa: E731
+        referee, n, leaves = evaluation.EvalReferee(prepare(store, spec)), evaluation.ops_per_batch(prepare(store, spec)), STEPS
+    solver_p, challenger_p = Party("cheat", comp("cheat"), n), Party("honest", comp("honest"), n)
+    stakes = _stakes(chain)
+    job_id = a[POSTER].post_job(spec_cid, kind, leaves, BOUNTY, STAKE, WINDOW, ops_per_leaf=n)
+    a[SOLVER].claim_job(job_id)
+    commit_result(a[SOLVER], job_id, solver_p, spec_cid)
+    challenge(a[CHALLENGER], job_id, challenger_p)
+    play_rounds([ChainParty(a[SOLVER], job_id, solver_p, "solver"),
+                 ChainParty(a[CHALLENGER], job_id, challenger_p, "challenger")])
+    verdict = referee_vote(a[REFEREES[0]], job_id, solver_p, challenger_p, referee, n)
+    assert verdict["winner"] == "challenger", verdict
+    a[POSTER].increase_time(FAST.vote_timeout + 1)
+    assert a[POSTER].settle(job_id).event("DisputeSettled")["winner"] == a[CHALLENGER].address
+    _release_votes(chain, job_id)
+    assert _stakes(chain)[SOLVER] == stakes[SOLVER] - STAKE
+    a[SOLVER].stake(STAKE)
