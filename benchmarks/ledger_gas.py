@@ -4,7 +4,8 @@
 
 A job of `--steps` training steps and `--ops` ops per step is disputed with a divergence in the
 middle step and the middle op, so the step and op bisections run their full ⌈log2⌉ rounds with
-proofs of full depth. Two referees vote with unequal stake on opposite sides; after the ruling
+proofs of full depth; the solver's commit and the challenge each prove their last leaf (depth
+⌈log2 steps⌉). Two referees vote with unequal stake on opposite sides; after the ruling
 one vote is released (unlocked) and the other slashed to the winner. Leaves are random 32-byte
 values: gas depends on tree shape, not on what the leaves hold.
 """
@@ -25,6 +26,11 @@ from ledger.chains import FAST, start_devnet  # noqa: E402
 from bitswarm.ledger.client import CREDIT, ROLE_REFEREE, ROLE_SOLVER, ROLE_SWARM, ROLE_VERIFIER  # noqa: E402
 from bitswarm.repro.hashing import merkle_root  # noqa: E402
 from bitswarm.verify import merkle  # noqa: E402
+
+
+def _last(leaves: list[str]) -> tuple[str, list[str]]:
+    """A tree's last leaf (the result, proven at commit and at challenge) and its proof."""
+    return leaves[-1], merkle.siblings(merkle.proof(leaves, len(leaves) - 1))
 
 
 def _diverging(n: int, at: int) -> tuple[list[str], list[str]]:
@@ -76,8 +82,9 @@ def main() -> None:
             # 1. unchallenged
             job = post()
             rec("job: claim", solver.claim_job(job))
-            root_a = merkle_root([secrets.token_hex(32) for _ in range(4)])
-            rec("job: commit result", solver.commit_result(job, root_a, root_a))
+            cid = secrets.token_hex(32)
+            la = [secrets.token_hex(32) for _ in range(args.steps)]
+            rec("job: commit result (last leaf proven)", solver.commit_result(job, merkle_root(la), cid, *_last(la)))
             poster.increase_time(121)
             rec("job: finalize (no challenge)", poster.finalize(job))
 
@@ -85,8 +92,8 @@ def main() -> None:
             sa, sb = _diverging(args.steps, args.steps // 2)
             job = post()
             solver.claim_job(job)
-            solver.commit_result(job, merkle_root(sa), root_a)
-            rec("dispute: challenge", challenger.challenge(job, merkle_root(sb)))
+            solver.commit_result(job, merkle_root(sa), cid, *_last(sa))
+            rec("dispute: challenge (last leaf proven)", challenger.challenge(job, merkle_root(sb), *_last(sb)))
             step_rx = []
             while (d := poster.dispute(job))["phase"] == 1:
                 i = d["index"]
@@ -111,8 +118,8 @@ def main() -> None:
             # 3. a party that stops answering
             job = post()
             solver.claim_job(job)
-            solver.commit_result(job, merkle_root(sa), root_a)
-            challenger.challenge(job, merkle_root(sb))
+            solver.commit_result(job, merkle_root(sa), cid, *_last(sa))
+            challenger.challenge(job, merkle_root(sb), *_last(sb))
             poster.increase_time(FAST.round_timeout + 1)
             rec("dispute: settle (deadline)", poster.settle(job))
 

@@ -169,16 +169,35 @@ def post_job(
     return lg.market.post_job(b"\x11" * 32, 0, num_leaves, ops_per_leaf, bounty, stake, window, sender=lg.poster)
 
 
+def last_leaf(leaves_hex: list[str]) -> tuple[bytes, list[bytes]]:
+    """A tree's last leaf (the result: leaves are cumulative) and its proof, as commit_result and
+    challenge take them."""
+    n = len(leaves_hex)
+    return bytes.fromhex(leaves_hex[-1]), proof_bytes(leaves_hex, n - 1)
+
+
+def commit(lg: Ledger, job_id: int, leaves: list[str], cid: bytes = b"\x22" * 32, sender: str | None = None):
+    """The solver commits `leaves`: their root, and the last leaf with its proof."""
+    return lg.market.commit_result(job_id, root_bytes(leaves), cid, *last_leaf(leaves), sender=sender or lg.solver)
+
+
+def challenge(lg: Ledger, job_id: int, leaves: list[str], sender: str | None = None):
+    """A verifier challenges with `leaves`: their root, and the last leaf with its proof."""
+    return lg.market.challenge(job_id, root_bytes(leaves), *last_leaf(leaves), sender=sender or lg.challenger)
+
+
 def committed_job(lg: Ledger, leaves: list[str], **kw) -> int:
     job_id = post_job(lg, num_leaves=len(leaves), **kw)
     lg.market.claim_job(job_id, sender=lg.solver)
-    lg.market.commit_result(job_id, root_bytes(leaves), b"\x22" * 32, sender=lg.solver)
+    commit(lg, job_id, leaves)
     return job_id
 
 
 def disputed_job(lg: Ledger, solver_leaves: list[str], challenger_leaves: list[str], **kw) -> int:
+    """A job committed from `solver_leaves` and challenged from `challenger_leaves` (whose last
+    leaves must differ); the contract's latest logs are the challenge's."""
     job_id = committed_job(lg, solver_leaves, **kw)
-    lg.market.challenge(job_id, root_bytes(challenger_leaves), sender=lg.challenger)
+    challenge(lg, job_id, challenger_leaves)
     return job_id
 
 

@@ -37,6 +37,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from bitswarm.verify.merkle import merkle_root, proof, verify
+
 from .conftest import (
     CLAIMED,
     COMMIT_TIMEOUT,
@@ -88,6 +90,25 @@ class JobModel:
     paid_by_registry: int = 0
     paid_for_votes: int = 0
     bounty_to: str | None = None
+
+
+def _last_leaf_claim(leaves: list[str], rng: random.Random) -> tuple[bytes, list[bytes], bool]:
+    """The last leaf and its proof, as commit_result and challenge take them, and whether the
+    Python reference accepts them: mostly the true ones, sometimes a forged proof, another
+    index's valid proof, or the wrong leaf (which the contract must refuse)."""
+    n = len(leaves)
+    leaf, path = leaves[-1], proof(leaves, n - 1)
+    how = rng.choices(["true", "forged", "other index", "wrong leaf"], [85, 5, 5, 5])[0]
+    if how == "forged" and path:
+        path = [[side, rng.randbytes(32).hex()] for side, _ in path]
+    elif how == "other index" and n > 1:
+        i = rng.randrange(n - 1)
+        leaf, path = leaves[i], proof(leaves, i)
+    elif how != "true":
+        leaf = rng.randbytes(32).hex()
+    valid = verify(leaf, path, merkle_root(leaves), n - 1, n)
+    assert valid == (how == "true")
+    return bytes.fromhex(leaf), [bytes.fromhex(sib) for _side, sib in path], valid
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -185,16 +206,31 @@ class LedgerMachine(RuleBasedStateMachine):
         if job.solver is None:
             return
         leaves = job.truth if honest else diverge(random.Random(seed), job.truth, k % len(job.truth))
-        if self._do(job, self.m, "commit_result", job.id, root_bytes(leaves), b"\x22" * 32, sender=job.solver):
+        leaf, path, valid = _last_leaf_claim(leaves, random.Random(seed ^ 0xC0))
+        logs = self._do(
+            job, self.m, "commit_result", job.id, root_bytes(leaves), b"\x22" * 32, leaf, path,
+            sender=job.solver, expect_revert=not valid,
+        )
+        if logs:
             job.leaves[job.solver] = leaves
 
     def _challenge(self, job: JobModel, who: int, honest: bool, k: int, n_ops: int, seed: int):
         if job.solver not in job.leaves:
             return
         rng = random.Random(seed)
-        leaves = job.truth if honest else diverge(rng, job.leaves[job.solver], k % len(job.truth))
+        solver_leaves = job.leaves[job.solver]
+        leaves = job.truth if honest else diverge(rng, solver_leaves, k % len(job.truth))
+        if rng.random() < 0.1 and len(leaves) > 1:
+            # Garbage before the last leaf, the solver's last leaf: the same result, refused.
+            leaves = random_leaves(rng, len(leaves) - 1) + solver_leaves[-1:]
+        leaf, path, valid = _last_leaf_claim(leaves, random.Random(seed ^ 0xC1))
+        agrees = leaves[-1] == solver_leaves[-1]
         challenger = self.nodes[who]
-        if self._do(job, self.m, "challenge", job.id, root_bytes(leaves), sender=challenger):
+        logs = self._do(
+            job, self.m, "challenge", job.id, root_bytes(leaves), leaf, path,
+            sender=challenger, expect_revert=agrees or not valid,
+        )
+        if logs:
             job.challenger = challenger
             job.leaves[challenger] = leaves
             # Op traces (of the job's fixed length) for whichever step turns out disputed: equal

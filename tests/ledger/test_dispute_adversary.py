@@ -1,19 +1,27 @@
 """The dispute game against an adaptive cheater, searched by hypothesis on boa.
 
-Each example is one job, disputed between an honest side and a cheater (solver or challenger)
-that at every query of the game picks among: answer from the tree it committed, lie (the honest
-value instead), forge a proof, answer with a valid proof of another index, commit a trace of the
-wrong length or claim the wrong op count, or go silent; and that brings its own referee accounts
-(less stake in total than the one honest, live referee) to vote for it. The honest referee votes
-by the rule a real one applies: the winner is the side whose value at the disputed op is the
-honest one (the honest op digest, or the honest state after the step for the virtual op).
+Each example is one job between an honest side and a cheater (solver or challenger). Opening
+(commit_result, challenge), the cheater names its last leaf with a proof and may try, before
+the truth: the honest last leaf over its own garbage tree, the honest last leaf with the honest
+proof under its own root (a proof for the wrong root), a forged proof, or a valid proof of
+another index of its tree; the contract must refuse each exactly when the Python reference
+verifier does. Then at every query of the game it picks among: answer from the tree it
+committed, lie (the honest value instead), forge a proof, answer with a valid proof of another
+index, commit a trace of the wrong length or claim the wrong op count, or go silent; and it
+brings its own referee accounts (less stake in total than the one honest, live referee) to vote
+for it. The honest referee votes by the rule a real one applies: the winner is the side whose
+value at the disputed op is the honest one (the honest op digest, or the honest state after the
+step for the virtual op).
 
 After settle and release_vote: the honest side won, the cheater lost its locked stake, its
-referees lost theirs, nobody else lost a credit, and the credits add up.
+referees lost theirs, nobody else lost a credit, and the credits add up. A cheating challenger
+whose tree ends in the solver's (honest) last leaf is refused at once ("results agree"): it
+locked nothing and loses nothing, the honest solver is paid on finalize, nobody else moves.
 
-The model's one restriction: an honest verifier challenges only a wrong final state (leaves
-are cumulative state commitments, so a right final leaf is a right result), so a cheating
-solver's tree always ends wrong; a cheating challenger's may end right (and loses at once).
+The model's one restriction: leaves are cumulative state commitments, so a tree ending in the
+right leaf is the right result, and an honest verifier challenges only a different last leaf.
+A cheating solver's tree therefore always ends wrong (its middle leaves may be right or not);
+a cheating challenger's may end right, and is refused.
 """
 
 from __future__ import annotations
@@ -30,11 +38,13 @@ from hypothesis import strategies as st
 from bitswarm.verify.merkle import merkle_root, proof, verify
 
 from .conftest import (
+    COMMITTED,
     DONE,
     E18,
     FAILED,
     JOB_STAKE,
     MIN_STAKE,
+    NONE,
     OP,
     REFEREE_MIN_STAKE,
     ROUND_TIMEOUT,
@@ -43,12 +53,20 @@ from .conftest import (
     TRACE,
     VOTE,
     VOTE_TIMEOUT,
+    ZERO,
     new_referee,
     random_leaves,
     root_bytes,
 )
 
 NO_PROOF = "market: proof does not match the committed root"
+NOT_IN_RESULT = "market: last leaf not in the result"
+NOT_IN_CHALLENGE = "market: last leaf not in the challenge"
+RESULTS_AGREE = "market: results agree"
+# The cheater's claim of its last leaf at commit or challenge, drawn as an integer that shrinks
+# towards the truth: 0-2 its own last leaf and proof, then the honest last leaf over its tree,
+# the honest leaf and proof under its root, a forged proof, another index's valid proof.
+CLAIM_MOVES = ["tree"] * 3 + ["lie", "borrow", "forge", "other_index"]
 # A cheater's move on a query, drawn as an integer so that hypothesis shrinks towards answering
 # from its tree: 0-7 answer, 8 lie, 9 forge, 10 another index's proof, 11 silent.
 ANSWER_MOVES = ["tree"] * 8 + ["lie", "forge", "other_index", "silent"]
@@ -136,9 +154,53 @@ def _round(g: Game, fn: str, honest: list[str], cheat: list[str], n: int, root: 
     if not cheater_first:
         _honest_answer(g, fn, honest)
     answered = _cheat_answer(g, fn, cheat, n, root, honest)
-    if cheater_first and g.dispute().phase != SETTLED:
+    if cheater_first:
         _honest_answer(g, fn, honest)
     return answered
+
+
+def _honest_open(g: Game, fn: str, args: tuple) -> None:
+    """The honest side commits or challenges with its root and its last leaf, proven."""
+    tree = g.honest_leaves
+    path = [_b(sib) for _side, sib in proof(tree, len(tree) - 1)]
+    getattr(g.lg.market, fn)(g.job_id, root_bytes(tree), *args, _b(tree[-1]), path, sender=g.honest_addr)
+
+
+def _cheat_open(g: Game, fn: str, args: tuple, refusal: str) -> bool:
+    """The cheater commits (fn "commit_result") or challenges (fn "challenge") with its root,
+    trying false last-leaf claims before the true one, each refused exactly when the Python
+    reference refuses it. A challenge whose proven last leaf is the solver's is refused too
+    ("results agree"): then the cheater gives up and False is returned."""
+    m, n = g.lg.market, len(g.cheat_leaves)
+    root = merkle_root(g.cheat_leaves)
+    honest_leaf, honest_path = g.honest_leaves[-1], proof(g.honest_leaves, n - 1)
+    while True:
+        move = CLAIM_MOVES[g.draw(st.integers(0, len(CLAIM_MOVES) - 1), f"{fn} move")]
+        leaf, path = g.cheat_leaves[-1], proof(g.cheat_leaves, n - 1)
+        if move == "lie":  # the honest result over its own tree
+            leaf = honest_leaf
+        elif move == "borrow":  # the honest result and its valid proof, under its own root
+            leaf, path = honest_leaf, honest_path
+        elif move == "forge":
+            leaf = honest_leaf
+            path = [[side, random.Random(g.seed + k).randbytes(32).hex()] for k, (side, _) in enumerate(path)]
+            path = path or [["R", "00" * 32]]
+        elif move == "other_index" and n > 1:
+            i = g.draw(st.integers(0, n - 2), "other index")
+            leaf, path = g.cheat_leaves[i], proof(g.cheat_leaves, i)
+        call = [g.job_id, _b(root), *args, _b(leaf), [_b(sib) for _side, sib in path]]
+        if not verify(leaf, path, root, n - 1, n):
+            with boa.reverts(refusal):
+                getattr(m, fn)(*call, sender=g.cheat_addr)
+        elif fn == "challenge" and _b(leaf) == m.get_job(g.job_id).result_leaf:
+            with boa.reverts(RESULTS_AGREE):
+                getattr(m, fn)(*call, sender=g.cheat_addr)
+            return False
+        else:
+            getattr(m, fn)(*call, sender=g.cheat_addr)
+            # Only the truth gets through: a proof binds the leaf to index num_leaves-1 of its root.
+            assert leaf == g.cheat_leaves[-1]
+            return True
 
 
 def _cheat_trace(g: Game, honest: list[str]) -> list[str]:
@@ -223,8 +285,8 @@ def play(lg, data) -> str:
         wrong = set(range(k, n))
     else:
         wrong = {i for i, w in enumerate(draw(st.lists(st.booleans(), min_size=n, max_size=n), "wrong leaves")) if w}
-    # An honest verifier challenges a wrong final state; a cheating challenger needs some
-    # other root than the solver's.
+    # A cheating solver's tree ends wrong (a tree ending right is the right result); a cheating
+    # challenger's needs some other root than the solver's, and may end right (then it is refused).
     if cheater == "solver" or not wrong:
         wrong.add(n - 1)
     cheat_leaves = [rng.randbytes(32).hex() if i in wrong else h for i, h in enumerate(honest_leaves)]
@@ -241,8 +303,30 @@ def play(lg, data) -> str:
     g = Game(lg, data, job_id, cheater, seed, n_ops, honest_leaves, cheat_leaves)
     solver_leaves, chal_leaves = (cheat_leaves, honest_leaves) if cheater == "solver" else (honest_leaves, cheat_leaves)
     m.claim_job(job_id, sender=lg.solver)
-    m.commit_result(job_id, root_bytes(solver_leaves), b"\x22" * 32, sender=lg.solver)
-    m.challenge(job_id, root_bytes(chal_leaves), sender=lg.challenger)
+    cid = b"\x22" * 32
+    if cheater == "solver":
+        _cheat_open(g, "commit_result", (cid,), NOT_IN_RESULT)
+        # The honest verifier sees a last leaf other than its own, proven at commit: it challenges.
+        assert m.get_job(job_id).result_leaf == _b(cheat_leaves[-1]) != _b(honest_leaves[-1])
+        _honest_open(g, "challenge", ())
+        challenged = True
+    else:
+        _honest_open(g, "commit_result", (cid,))
+        challenged = _cheat_open(g, "challenge", (), NOT_IN_CHALLENGE)
+        assert challenged == (cheat_leaves[-1] != honest_leaves[-1])
+    job = m.get_job(job_id)
+    assert (job.result_root, job.result_leaf) == (root_bytes(solver_leaves), _b(solver_leaves[-1]))
+    if challenged:
+        d = g.dispute()
+        assert (d.solver_root, d.challenger_root) == (root_bytes(solver_leaves), root_bytes(chal_leaves))
+        # The bisection starts from the two proven last leaves; one leaf is already the disputed step.
+        assert (d.lo, d.hi, d.phase) == (0, n - 1, STEP if n > 1 else TRACE)
+        if n == 1:
+            assert (d.disputed_step, d.before) == (0, b"\x00" * 32)
+            assert (d.solver_after, d.challenger_after) == (_b(solver_leaves[0]), _b(chal_leaves[0]))
+        else:
+            assert (d.solver_diff, d.challenger_diff) == (_b(solver_leaves[-1]), _b(chal_leaves[-1]))
+            assert d.index == (n - 1) // 2
 
     voters: list[str] = []
     silent = False
@@ -254,15 +338,22 @@ def play(lg, data) -> str:
         silent = not _commit_traces(g, honest_ops, cheat_ops)
         while not silent and g.dispute().phase == OP:
             silent = not _round(g, "respond_op", honest_ops, cheat_ops, n_ops, merkle_root(cheat_ops))
-    if silent:
+    if not challenged:
+        # Refused: no dispute, and the honest solver's result finalizes once the window closes.
+        assert (job.status, g.dispute().phase) == (COMMITTED, NONE)
+        assert lg.registry.get_node(g.cheat_addr).locked == 0
+        boa.env.time_travel(seconds=86400 + 1)
+        m.finalize(job_id, sender=lg.outsider)
+        how = "challenge refused"
+    elif silent:
         boa.env.time_travel(seconds=ROUND_TIMEOUT + 1)
         how = "deadline"
-    elif g.dispute().phase == VOTE:
+    else:
+        assert g.dispute().phase == VOTE
         voters = _referee_stage(g, honest_referee, sybils)
         how = "referee vote (virtual op)" if g.dispute().disputed_op == n_ops else "referee vote"
-    else:
-        how = "final state agreed"
-    if g.dispute().phase != SETTLED:
+    if challenged:
+        assert g.dispute().phase != SETTLED  # only settle ends a dispute
         m.settle(job_id, sender=lg.outsider)
         (ended,) = [e for e in m.get_logs() if type(e).__name__ == "DisputeSettled"]
         assert (ended.winner, ended.loser, ended.reason) == (g.honest_addr, g.cheat_addr, how.split(" (")[0])
@@ -271,12 +362,16 @@ def play(lg, data) -> str:
 
     # The honest side won, the cheater and its referees paid, nobody else lost a credit.
     d, job = g.dispute(), m.get_job(job_id)
-    assert (d.phase, d.winner) == (SETTLED, g.honest_addr)
+    if challenged:
+        assert (d.phase, d.winner) == (SETTLED, g.honest_addr)
+    else:
+        assert (d.phase, d.winner, d.challenger) == (NONE, ZERO, ZERO)
     assert job.status == (FAILED if cheater == "solver" else DONE)
     sybil_votes = sum(s * E18 for s, who in zip(sybil_stakes, sybils, strict=True) if who in voters)
     expected = dict(wealth0)
-    expected[g.cheat_addr] -= stake
-    expected[g.honest_addr] += stake + sybil_votes
+    at_stake = stake if challenged else 0  # a refused challenger locked nothing
+    expected[g.cheat_addr] -= at_stake
+    expected[g.honest_addr] += at_stake + sybil_votes
     if cheater == "challenger":  # the honest solver earned the bounty
         expected[lg.poster] -= bounty
         expected[lg.solver] += bounty
@@ -313,11 +408,11 @@ def _search(ledger_base, examples: int) -> Counter:
 def test_no_cheater_wins_a_dispute(ledger_base):
     outcomes = _search(ledger_base, 120)
     # The search reached every way a dispute ends.
-    for how in ("deadline", "final state agreed", "referee vote", "referee vote (virtual op)"):
+    for how in ("deadline", "challenge refused", "referee vote", "referee vote (virtual op)"):
         assert outcomes[how] > 0, outcomes
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # 0.2-0.4 s a game (13 min for 2,000 on a shared core): past the suite's 600 s
+@pytest.mark.timeout(3600)  # 0.2-0.5 s a game (15 min for 2,000 on a shared core): past the suite's 600 s
 def test_no_cheater_wins_a_dispute_long_search(ledger_base):
     _search(ledger_base, 2000)

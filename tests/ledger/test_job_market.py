@@ -26,6 +26,7 @@ from .conftest import (
     FAILED,
     JOB_STAKE,
     MIN_STAKE,
+    NONE,
     OP,
     OPEN,
     OPS_PER_LEAF,
@@ -43,6 +44,8 @@ from .conftest import (
     answer_step,
     bisect_ops,
     bisect_steps,
+    challenge,
+    commit,
     commit_trace,
     committed_job,
     contract_path,
@@ -50,6 +53,7 @@ from .conftest import (
     diverge,
     events,
     false_token,
+    last_leaf,
     new_referee,
     post_job,
     proof_bytes,
@@ -228,37 +232,97 @@ def test_claim_needs_free_stake(ledger):
 
 def test_commit_result(ledger):
     m = ledger.market
+    leaves = random_leaves(random.Random(30), 4)
     job_id = post_job(ledger)
-    root, cid = b"\x33" * 32, b"\x44" * 32
+    root, cid = root_bytes(leaves), b"\x44" * 32
+    leaf, path = last_leaf(leaves)
     with boa.reverts("market: not solver"):
-        m.commit_result(job_id, root, cid, sender=ledger.solver)  # nobody has claimed it
+        m.commit_result(job_id, root, cid, leaf, path, sender=ledger.solver)  # nobody has claimed it
     m.claim_job(job_id, sender=ledger.solver)
     with boa.reverts("market: not solver"):
-        m.commit_result(job_id, root, cid, sender=ledger.challenger)
+        m.commit_result(job_id, root, cid, leaf, path, sender=ledger.challenger)
     with boa.reverts("market: empty root"):
-        m.commit_result(job_id, b"\x00" * 32, cid, sender=ledger.solver)
+        m.commit_result(job_id, b"\x00" * 32, cid, leaf, path, sender=ledger.solver)
     with boa.reverts("market: empty root"):
-        m.commit_result(job_id, root, b"\x00" * 32, sender=ledger.solver)
-    m.commit_result(job_id, root, cid, sender=ledger.solver)
+        m.commit_result(job_id, root, b"\x00" * 32, leaf, path, sender=ledger.solver)
+    m.commit_result(job_id, root, cid, leaf, path, sender=ledger.solver)
     (ev,) = events(m, "ResultCommitted")
     deadline = boa.env.timestamp + CHALLENGE_WINDOW
-    assert (ev.job_id, ev.result_root, ev.result_cid, ev.challenge_deadline) == (job_id, root, cid, deadline)
+    assert (ev.job_id, ev.result_root, ev.result_cid, ev.result_leaf, ev.challenge_deadline) == (
+        job_id,
+        root,
+        cid,
+        leaf,
+        deadline,
+    )
     job = m.get_job(job_id)
-    assert (job.status, job.result_root, job.result_cid, job.challenge_deadline) == (COMMITTED, root, cid, deadline)
+    assert (job.status, job.result_root, job.result_cid, job.result_leaf, job.challenge_deadline) == (
+        COMMITTED,
+        root,
+        cid,
+        leaf,
+        deadline,
+    )
     with boa.reverts("market: job not claimed"):
-        m.commit_result(job_id, root, cid, sender=ledger.solver)
+        m.commit_result(job_id, root, cid, leaf, path, sender=ledger.solver)
+
+
+def _bad_last_leaf_claims(rng: random.Random, leaves: list[str]) -> list[tuple[str, bytes, bytes, list[bytes]]]:
+    """(what, root, leaf, proof) claims that `leaves`' last leaf is in a root, each one false: a
+    forged proof, a valid proof of another index, a valid proof against another root, the wrong
+    leaf under the right proof, a proof one sibling too long or too short, the proof the leaf
+    would have in a longer tree, and an arbitrary root with no tree behind it."""
+    n = len(leaves)
+    root = root_bytes(leaves)
+    leaf, path = last_leaf(leaves)
+    other_tree = leaves[:-1] + random_leaves(rng, 1) if n > 1 else random_leaves(rng, 1)
+    claims = [
+        ("another root", root_bytes(other_tree), leaf, path),
+        ("the wrong leaf", root, rng.randbytes(32), path),
+        ("a sibling too many", root, leaf, path + [rng.randbytes(32)]),
+        ("no tree behind the root", b"\x33" * 32, leaf, path),
+    ]
+    if n > 1:
+        claims += [
+            ("a forged proof", root, leaf, [rng.randbytes(32) for _ in path]),
+            ("a sibling too few", root, leaf, path[:-1]),
+            # The same tree's leaf 0 with its own valid proof: a proof is bound to its index.
+            ("another index", root, bytes.fromhex(leaves[0]), proof_bytes(leaves, 0)),
+            ("another index", root, bytes.fromhex(leaves[n - 2]), proof_bytes(leaves, n - 2)),
+        ]
+    # The same last leaf's proof in a tree one leaf longer: the proof is bound to num_leaves.
+    claims.append(("a proof for another tree size", root, leaf, proof_bytes([*leaves, leaves[-1]], n)))
+    return claims
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 8])
+def test_commit_refuses_a_last_leaf_not_in_the_result(ledger, n):
+    """The solver must prove its last leaf (the result) against its root, at index num_leaves-1
+    of a num_leaves-leaf tree: anything else is refused and the job stays claimed."""
+    rng = random.Random(31 + n)
+    leaves = random_leaves(rng, n)
+    job_id = post_job(ledger, num_leaves=n)
+    ledger.market.claim_job(job_id, sender=ledger.solver)
+    for what, root, leaf, path in _bad_last_leaf_claims(rng, leaves):
+        with boa.reverts("market: last leaf not in the result"):
+            ledger.market.commit_result(job_id, root, CID, leaf, path, sender=ledger.solver)
+        assert ledger.market.get_job(job_id).status == CLAIMED, what
+    commit(ledger, job_id, leaves)
+    job = ledger.market.get_job(job_id)
+    assert (job.status, job.result_root, job.result_leaf) == (COMMITTED, root_bytes(leaves), bytes.fromhex(leaves[-1]))
 
 
 def test_commit_after_deadline_reverts(ledger):
-    job_id = post_job(ledger)
+    leaves = random_leaves(random.Random(32), 3)
+    job_id = post_job(ledger, num_leaves=3)
     ledger.market.claim_job(job_id, sender=ledger.solver)
     boa.env.time_travel(seconds=COMMIT_TIMEOUT)
-    ledger.market.commit_result(job_id, b"\x33" * 32, CID, sender=ledger.solver)  # the last second
-    job_id = post_job(ledger)
+    commit(ledger, job_id, leaves)  # the last second
+    job_id = post_job(ledger, num_leaves=3)
     ledger.market.claim_job(job_id, sender=ledger.solver)
     boa.env.time_travel(seconds=COMMIT_TIMEOUT + 1)
     with boa.reverts("market: commit deadline passed"):
-        ledger.market.commit_result(job_id, b"\x33" * 32, CID, sender=ledger.solver)
+        commit(ledger, job_id, leaves)
 
 
 def test_unchallenged_result_is_finalized_and_paid(ledger):
@@ -312,52 +376,84 @@ def test_token_returning_false_is_a_revert():
 def test_challenge_checks(ledger):
     m = ledger.market
     leaves = random_leaves(random.Random(3), 5)
-    other = root_bytes(diverge(random.Random(4), leaves, 2))
-    open_job = post_job(ledger)
+    theirs = diverge(random.Random(4), leaves, 2)
+    other, (other_leaf, other_path) = root_bytes(theirs), last_leaf(theirs)
+    open_job = post_job(ledger, num_leaves=5)
     with boa.reverts("market: job not committed"):
-        m.challenge(open_job, other, sender=ledger.challenger)
+        m.challenge(open_job, other, other_leaf, other_path, sender=ledger.challenger)
     job_id = committed_job(ledger, leaves)
     with boa.reverts("market: not a verifier"):
-        m.challenge(job_id, other, sender=ledger.referees[0])
+        m.challenge(job_id, other, other_leaf, other_path, sender=ledger.referees[0])
     with boa.reverts("market: solver cannot challenge"):
-        m.challenge(job_id, other, sender=ledger.solver)
+        m.challenge(job_id, other, other_leaf, other_path, sender=ledger.solver)
     # The poster is paid back when the solver loses: it may not be the one it loses to.
     ledger.registry.register("poster-peer", 2, sender=ledger.poster)
     ledger.registry.stake(JOB_STAKE, sender=ledger.poster)
     with boa.reverts("market: poster cannot challenge"):
-        m.challenge(job_id, other, sender=ledger.poster)
+        m.challenge(job_id, other, other_leaf, other_path, sender=ledger.poster)
     with boa.reverts("market: empty root"):
-        m.challenge(job_id, b"\x00" * 32, sender=ledger.challenger)
+        m.challenge(job_id, b"\x00" * 32, other_leaf, other_path, sender=ledger.challenger)
     with boa.reverts("market: root agrees with result"):
-        m.challenge(job_id, root_bytes(leaves), sender=ledger.challenger)
+        m.challenge(job_id, root_bytes(leaves), *last_leaf(leaves), sender=ledger.challenger)
 
-    m.challenge(job_id, other, sender=ledger.challenger)
+    challenge(ledger, job_id, theirs)
     logs = m.get_logs()
     (ev,) = events(logs, "JobChallenged")
     assert (ev.job_id, ev.challenger, ev.challenger_root) == (job_id, ledger.challenger, other)
+    # The last leaves are known to differ (both proven): the first query is the middle leaf.
     (q,) = events(logs, "DisputeQuery")
     deadline = boa.env.timestamp + ROUND_TIMEOUT
-    assert (q.job_id, q.phase, q.index, q.deadline) == (job_id, STEP, 4, deadline)
+    assert (q.job_id, q.phase, q.index, q.deadline) == (job_id, STEP, 2, deadline)
+    assert not events(logs, "StepFound")
     (lock,) = events(logs, "StakeLocked")
     assert (lock.node, lock.amount) == (ledger.challenger, JOB_STAKE)
     d = m.get_dispute(job_id)
     assert (d.challenger, d.solver_root, d.challenger_root) == (ledger.challenger, root_bytes(leaves), other)
-    assert (d.phase, d.lo, d.hi, d.index, d.deadline) == (STEP, 0, 4, 4, deadline)
+    assert (d.phase, d.lo, d.hi, d.index, d.deadline) == (STEP, 0, 4, 2, deadline)
+    # The bisection's evidence at hi = num_leaves-1: the two proven last leaves.
+    assert (d.agreed, d.solver_diff, d.challenger_diff) == (EMPTY, _b(leaves[-1]), other_leaf)
+    assert not d.solver_answered and not d.challenger_answered
     assert m.get_job(job_id).status == DISPUTED
 
     # One challenge per job.
     ledger.registry.register("late", 2, sender=ledger.outsider)
     ledger.registry.stake(JOB_STAKE, sender=ledger.outsider)
     with boa.reverts("market: job not committed"):
-        m.challenge(job_id, other, sender=ledger.outsider)
+        challenge(ledger, job_id, random_leaves(random.Random(5), 5), sender=ledger.outsider)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 8])
+def test_challenge_refuses_a_last_leaf_not_in_the_challenge(ledger, n):
+    """The challenger proves its own last leaf against its own root, exactly as the solver did at
+    commit: a forged proof, another index's proof, a proof for another root... are refused, and
+    nothing is locked."""
+    rng = random.Random(40 + n)
+    truth = random_leaves(rng, n)
+    wrong = diverge(rng, truth, n // 2)
+    job_id = committed_job(ledger, wrong)
+    for what, root, leaf, path in _bad_last_leaf_claims(rng, truth):
+        if root == root_bytes(wrong):
+            continue
+        with boa.reverts("market: last leaf not in the challenge"):
+            ledger.market.challenge(job_id, root, leaf, path, sender=ledger.challenger)
+        assert ledger.market.get_job(job_id).status == COMMITTED, what
+    # Nor may it borrow the solver's last leaf and proof under its own root.
+    with boa.reverts("market: last leaf not in the challenge"):
+        ledger.market.challenge(job_id, root_bytes(truth), *last_leaf(wrong), sender=ledger.challenger)
+    assert ledger.registry.get_node(ledger.challenger).locked == 0
+    challenge(ledger, job_id, truth)
+    assert ledger.market.get_job(job_id).status == DISPUTED
 
 
 def test_challenge_window_closes(ledger):
     leaves = random_leaves(random.Random(5), 2)
     job_id = committed_job(ledger, leaves)
-    boa.env.time_travel(seconds=CHALLENGE_WINDOW + 1)
+    boa.env.time_travel(seconds=CHALLENGE_WINDOW)
+    with boa.env.anchor():
+        challenge(ledger, job_id, diverge(random.Random(55), leaves, 1))  # the last second
+    boa.env.time_travel(seconds=1)
     with boa.reverts("market: challenge window closed"):
-        ledger.market.challenge(job_id, b"\x01" * 32, sender=ledger.challenger)
+        challenge(ledger, job_id, diverge(random.Random(55), leaves, 1))
 
 
 def test_challenger_needs_free_stake(ledger):
@@ -365,16 +461,17 @@ def test_challenger_needs_free_stake(ledger):
     job_id = committed_job(ledger, leaves)
     ledger.registry.request_unbond(STAKED - JOB_STAKE + 1, sender=ledger.challenger)
     with boa.reverts("registry: insufficient free stake"):
-        ledger.market.challenge(job_id, b"\x01" * 32, sender=ledger.challenger)
+        challenge(ledger, job_id, diverge(random.Random(66), leaves, 0))
 
 
 def test_an_unstaked_verifier_cannot_challenge(ledger):
     """Every job stakes at least min_stake, so a challenge always puts stake at risk: a fresh,
     unstaked verifier account cannot challenge for free."""
-    job_id = committed_job(ledger, random_leaves(random.Random(60), 2), stake=MIN_STAKE)
+    leaves = random_leaves(random.Random(60), 2)
+    job_id = committed_job(ledger, leaves, stake=MIN_STAKE)
     ledger.registry.register("fresh", 2, sender=ledger.outsider)
     with boa.reverts("registry: insufficient free stake"):
-        ledger.market.challenge(job_id, b"\x01" * 32, sender=ledger.outsider)
+        challenge(ledger, job_id, diverge(random.Random(61), leaves, 1), sender=ledger.outsider)
 
 
 # ---------------------------------------------------------------- the dispute game, honestly played
@@ -404,13 +501,17 @@ def test_full_game_solver_wrong_at_step_k(ledger, n_leaves, k):
     poster0, solver0, chal0 = (holdings(ledger, w) for w in (ledger.poster, ledger.solver, ledger.challenger))
     job_id = disputed_job(ledger, wrong, truth)
 
-    logs = bisect_steps(ledger, job_id, wrong, truth)
+    logs = ledger.market.get_logs() + bisect_steps(ledger, job_id, wrong, truth)  # the challenge's, then the rounds'
     (found,) = events(logs, "StepFound")
     assert (found.job_id, found.step_index) == (job_id, k)
+    # The last leaves were proven at commit and challenge: the bisection starts below them.
     rounds = len(events(logs, "StepAnswered")) // 2
-    assert rounds <= 1 + math.ceil(math.log2(n_leaves))
+    assert rounds <= math.ceil(math.log2(n_leaves))
+    assert [q.index for q in events(logs, "DisputeQuery")][:1] == ([(n_leaves - 1) // 2] if n_leaves > 1 else [])
     answered = events(logs, "StepAnswered")
-    assert answered[0].index == n_leaves - 1 and answered[0].party == ledger.solver
+    assert all(a.index < n_leaves - 1 for a in answered)
+    if n_leaves > 1:
+        assert answered[0].index == (n_leaves - 1) // 2 and answered[0].party == ledger.solver
     d = ledger.market.get_dispute(job_id)
     assert (d.phase, d.disputed_step, d.lo, d.hi) == (TRACE, k, k, k)
     assert d.deadline == boa.env.timestamp + ROUND_TIMEOUT
@@ -491,11 +592,12 @@ def _op_traces(rng, n_ops: int, j: int | None) -> tuple[list[str], list[str]]:
 
 
 def _at_trace_phase(lg, seed: int, ops_per_leaf: int = OPS_PER_LEAF) -> int:
-    """A one-leaf job whose final (only) state is disputed: the step phase takes one round."""
+    """A one-leaf job whose final (only) state is disputed: the challenge goes straight to the
+    trace phase."""
     rng = random.Random(seed)
     s, c = random_leaves(rng, 1), random_leaves(rng, 1)
     job_id = disputed_job(lg, s, c, ops_per_leaf=ops_per_leaf)
-    bisect_steps(lg, job_id, s, c)
+    assert lg.market.get_dispute(job_id).phase == TRACE
     return job_id
 
 
@@ -567,19 +669,65 @@ def test_a_trace_of_another_length_cannot_be_committed(ledger, cheat):
     assert holdings(ledger, who) == (cheat0[0], STAKED - JOB_STAKE, 0)
 
 
-def test_final_state_agreed_ends_the_dispute_at_once(ledger):
-    """Roots differ but the final states match: the challenger has nothing to show and loses."""
-    rng = random.Random(8)
-    s = random_leaves(rng, 6)
-    c = s[:2] + random_leaves(rng, 3) + s[5:]
+@pytest.mark.parametrize("n", [2, 3, 6, 9])
+@pytest.mark.parametrize("garbage", ["challenger", "solver", "both"])
+def test_a_challenge_naming_the_solvers_last_leaf_is_refused(ledger, n, garbage):
+    """Leaves are cumulative, so equal last leaves are equal results: a challenge whose proven
+    last leaf is the solver's is refused ("results agree") even when the roots differ, whichever
+    side's middle leaves are garbage. Nobody is drawn into a dispute, nothing is locked, and the
+    result finalizes as committed."""
+    rng = random.Random(8 * n + len(garbage))
+    truth = random_leaves(rng, n)
+    junk = [rng.randbytes(32).hex() for _ in range(n - 1)] + truth[-1:]  # every leaf wrong but the last
+    s, c = {"challenger": (truth, junk), "solver": (junk, truth), "both": (junk, _mixed_tree(rng, truth, {0}))}[garbage]
+    assert root_bytes(s) != root_bytes(c) and s[-1] == c[-1]
     solver0, chal0 = holdings(ledger, ledger.solver), holdings(ledger, ledger.challenger)
+    job_id = committed_job(ledger, s)
+    with boa.reverts("market: results agree"):
+        challenge(ledger, job_id, c)
+    assert ledger.market.get_job(job_id).status == COMMITTED
+    assert ledger.market.get_dispute(job_id).phase == NONE
+    assert holdings(ledger, ledger.challenger) == chal0
+    # A challenge with a different last leaf is still taken, by the same verifier.
+    with boa.env.anchor():
+        challenge(ledger, job_id, diverge(rng, c, n - 1))
+        assert ledger.market.get_job(job_id).status == DISPUTED
+    boa.env.time_travel(seconds=CHALLENGE_WINDOW + 1)
+    ledger.market.finalize(job_id)
+    assert holdings(ledger, ledger.solver) == (solver0[0] + BOUNTY, STAKED, 0)
+    assert holdings(ledger, ledger.challenger) == chal0
+
+
+@pytest.mark.parametrize("cheat", ["solver", "challenger"])
+def test_one_leaf_job_goes_straight_to_the_trace_phase(ledger, cheat):
+    """With one leaf, the proven last leaves are the only leaves: the challenge itself finds
+    step 0 (nothing agreed before it, the referee derives its input from the spec), and the
+    game goes on to the trace commitments and op bisection as for any step."""
+    rng = random.Random(70)
+    truth, wrong = random_leaves(rng, 1), random_leaves(rng, 1)
+    s, c = (wrong, truth) if cheat == "solver" else (truth, wrong)
     job_id = disputed_job(ledger, s, c)
-    answer_step(ledger, job_id, ledger.challenger, c)
-    logs = answer_step(ledger, job_id, ledger.solver, s)
-    assert settled(logs) == (ledger.solver, ledger.challenger, "final state agreed")
-    assert ledger.market.get_job(job_id).status == DONE
-    assert holdings(ledger, ledger.solver) == (solver0[0] + BOUNTY + JOB_STAKE, STAKED, 0)
-    assert holdings(ledger, ledger.challenger) == (chal0[0], STAKED - JOB_STAKE, 0)
+    logs = ledger.market.get_logs()
+    (found,) = events(logs, "StepFound")
+    assert (found.job_id, found.step_index) == (job_id, 0)
+    assert not events(logs, "DisputeQuery") and len(events(logs, "JobChallenged")) == 1
+    d = ledger.market.get_dispute(job_id)
+    assert (d.phase, d.lo, d.hi, d.disputed_step) == (TRACE, 0, 0, 0)
+    assert d.deadline == boa.env.timestamp + ROUND_TIMEOUT
+    assert not d.solver_answered and not d.challenger_answered
+    assert (d.before, d.solver_after, d.challenger_after) == (EMPTY, _b(s[0]), _b(c[0]))
+    with boa.reverts("market: not in step phase"):
+        ledger.market.respond_step(job_id, _b(s[0]), [], sender=ledger.solver)
+    right_ops, wrong_ops = _op_traces(rng, OPS_PER_LEAF, 2)
+    s_ops, c_ops = (wrong_ops, right_ops) if cheat == "solver" else (right_ops, wrong_ops)
+    bisect_ops(ledger, job_id, s_ops, c_ops)
+    d = ledger.market.get_dispute(job_id)
+    assert (d.phase, d.disputed_step, d.disputed_op) == (VOTE, 0, 2)
+    ledger.market.vote(job_id, cheat == "challenger", sender=ledger.referees[0])
+    boa.env.time_travel(seconds=VOTE_TIMEOUT + 1)
+    ledger.market.settle(job_id)
+    honest, cheater = (ledger.challenger, ledger.solver) if cheat == "solver" else (ledger.solver, ledger.challenger)
+    assert settled(ledger.market.get_logs()) == (honest, cheater, "referee vote")
 
 
 # ---------------------------------------------------------------- referees
@@ -785,19 +933,23 @@ def test_answer_checks(ledger):
     job_id = committed_job(ledger, s)
     with boa.reverts("market: not in step phase"):
         m.respond_step(job_id, b"\x01" * 32, [], sender=ledger.solver)
-    m.challenge(job_id, root_bytes(c), sender=ledger.challenger)
+    challenge(ledger, job_id, c)
+    i = m.get_dispute(job_id).index
+    assert i == 1  # (0 + 3) // 2: the last leaves are already proven
     with boa.reverts("market: not a party"):
-        m.respond_step(job_id, bytes.fromhex(s[3]), proof_bytes(s, 3), sender=ledger.outsider)
-    # The challenger's true leaf does not open the solver's root, nor at another index.
+        m.respond_step(job_id, bytes.fromhex(s[i]), proof_bytes(s, i), sender=ledger.outsider)
+    # The challenger's true leaf does not open the solver's root, nor does the solver's own leaf
+    # of another index (its proven last leaf included) open it at the index asked.
     with boa.reverts("market: proof does not match the committed root"):
-        m.respond_step(job_id, bytes.fromhex(c[3]), proof_bytes(c, 3), sender=ledger.solver)
-    with boa.reverts("market: proof does not match the committed root"):
-        m.respond_step(job_id, bytes.fromhex(s[2]), proof_bytes(s, 2), sender=ledger.solver)
+        m.respond_step(job_id, bytes.fromhex(c[i]), proof_bytes(c, i), sender=ledger.solver)
+    for j in (0, 2, 3):
+        with boa.reverts("market: proof does not match the committed root"):
+            m.respond_step(job_id, bytes.fromhex(s[j]), proof_bytes(s, j), sender=ledger.solver)
     logs = answer_step(ledger, job_id, ledger.solver, s)
     (ev,) = events(logs, "StepAnswered")
-    assert (ev.job_id, ev.party, ev.index, ev.leaf) == (job_id, ledger.solver, 3, bytes.fromhex(s[3]))
+    assert (ev.job_id, ev.party, ev.index, ev.leaf) == (job_id, ledger.solver, i, bytes.fromhex(s[i]))
     d = m.get_dispute(job_id)
-    assert (d.solver_answered, d.solver_answer, d.challenger_answered) == (True, bytes.fromhex(s[3]), False)
+    assert (d.solver_answered, d.solver_answer, d.challenger_answered) == (True, bytes.fromhex(s[i]), False)
     with boa.reverts("market: already answered"):
         answer_step(ledger, job_id, ledger.solver, s)
     with boa.reverts("market: not in trace phase"):
