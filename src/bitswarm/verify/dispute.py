@@ -17,7 +17,7 @@ from bitswarm.repro import train as repro_train
 from bitswarm.verify.adversary import Adversary, do_step
 from bitswarm.verify.game import Computation, GameError, Party, Referee, Trace, honest, play
 from bitswarm.verify.replay import ReplayError
-from bitswarm.verify.trace import count_ops, recompute, trace_step
+from bitswarm.verify.trace import count_ops, recompute, state_at, trace_step
 from bitswarm.verify.transcript import TranscriptError, chain_leaves, run_leaves
 
 
@@ -91,14 +91,9 @@ class TrainReferee(Referee):
                 if comp.leaves()[k - 1] != before:
                     continue
                 want = comp.state_hashes()[k - 1]
-                ckpts = repro_train.checkpoints(comp.run)
-                base = max(s for s in ckpts if s <= k)
-                state = repro_train.TrainState.load(ckpts[base])
-            except (repro_train.TrainError, TranscriptError, OSError, KeyError, IndexError, ValueError):
+                state = state_at(comp.run, p, k)  # honest steps from that side's checkpoint
+            except (repro_train.TrainError, ReplayError, TranscriptError, OSError, KeyError, IndexError, ValueError):
                 continue
-            p.model.params = state.params
-            while state.step < k:
-                repro_train.train_step(p.model, state, p.batches_for_step(state.step), p.hyper)
             if state.hash() == want:
                 return state
         raise DisputeError(f"no side handed over a state that chains to the agreed leaf {before[:12]}… of step {k}")

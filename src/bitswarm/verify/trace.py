@@ -121,6 +121,21 @@ class TracingBackend(SimpleNamespace):
         return merkle_root(chain_digests(self.records, seed))
 
 
+def state_at(run: Path, prepared, step: int, adversary=None):
+    """The state after `step`, rebuilt from the run's newest checkpoint at or before it (whose
+    hash TrainState.load checks) by re-executing the steps in between, with the adversary's
+    fault if one is given; `prepared.model` is left pointing at its parameters."""
+    ckpts = repro_train.checkpoints(run)
+    base = max((s for s in ckpts if s <= step), default=None)
+    if base is None:
+        raise ReplayError(f"{run} has no checkpoint at or before step {step}")
+    state = repro_train.TrainState.load(ckpts[base])
+    prepared.model.params = state.params
+    while state.step < step:
+        do_step(prepared.model, state, prepared.batches_for_step, prepared.hyper, adversary)
+    return state
+
+
 def trace_step(run: Path, prepared, step: int, adversary=None, capture: int | None = None) -> dict:
     """Re-execute step `step` (1-based: the step that produces state `step`) with tracing.
 
@@ -130,15 +145,8 @@ def trace_step(run: Path, prepared, step: int, adversary=None, capture: int | No
     log = {r["step"]: r["state_hash"] for r in repro_train.read_step_log(run)}
     if step not in log:
         raise ReplayError(f"step {step} is not in {run}/steps.jsonl (logged: 1..{max(log, default=0)})")
-    ckpts = repro_train.checkpoints(run)
-    base = max((s for s in ckpts if s <= step - 1), default=None)
-    if base is None:
-        raise ReplayError(f"{run} has no checkpoint at or before step {step - 1}")
-    state = repro_train.TrainState.load(ckpts[base])
+    state = state_at(run, prepared, step - 1, adversary)
     model = prepared.model
-    model.params = state.params
-    while state.step < step - 1:
-        do_step(model, state, prepared.batches_for_step, prepared.hyper, adversary)
     before = state.hash()
     tracers = []
 
