@@ -93,7 +93,7 @@ def evidence(ledger: Ledger, job_id: int) -> dict:
         raise ValueError(f"job {job_id} is not waiting for referees (phase {DISPUTE_PHASE[d['phase']]})")
     k, i = d["disputed_step"], d["disputed_op"]
     before = None if k == 0 else _hex(d["before"])
-    prev = _hex(d["agreed"]) if i > 0 else (before or "")
+    prev = _hex(d["agreed"]) if i > 0 else None
     return {"k": k, "i": i, "before": before, "prev": prev,
             "values": {"solver": _hex(d["solver_diff"]), "challenger": _hex(d["challenger_diff"])}}
 

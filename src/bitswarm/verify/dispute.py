@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bitswarm.repro import train as repro_train
 from bitswarm.verify.adversary import Adversary, do_step
-from bitswarm.verify.game import Computation, GameError, Party, Referee, Trace, honest, play
+from bitswarm.verify.game import Computation, GameError, Party, Referee, Trace, play, sides
 from bitswarm.verify.replay import ReplayError
 from bitswarm.verify.trace import count_ops, recompute, state_at, trace_step
 from bitswarm.verify.transcript import TranscriptError, chain_leaves, run_leaves
@@ -55,7 +55,7 @@ class TrainRun(Computation):
         t = self._traced(k)
         leaves = self.leaves()
         before = leaves[k - 1] if k else repro_train.checkpoint_meta(repro_train.checkpoints(self.run)[0])["state_hash"]
-        return Trace(t["records"], before, _link(before, t["state_hash_after"]), t["seconds"])
+        return Trace(t["records"], before, _link(before, t["state_hash_after"]))
 
     def inputs(self, k: int, i: int) -> tuple:
 
@@ -114,30 +114,14 @@ class TrainReferee(Referee):
         return self._honest[(k, before)]
 
 
-def parties(run_a: Path, run_b: Path, prepared_factory, ops_per_leaf: int, tactics=(None, None)):
-    """Both sides of a training dispute, answering with their recorded adversaries' tactics."""
-    out = []
-    for name, run, tactic in (("A", run_a, tactics[0]), ("B", run_b, tactics[1])):
-        adv = Adversary.load(run)
-        comp = TrainRun(run, prepared_factory(), adv)
-        out.append(Party(name, comp, ops_per_leaf, tactic or (adv.tactic() if adv else honest)))
-    return out
-
-
 def dispute(run_a: Path, run_b: Path, prepared_factory, tactics=(None, None)) -> dict:
     """Play the game between two run directories of the same spec (A answers as the solver, B as
     the challenger); `prepared_factory()` builds a fresh jobs.train_job.Prepared, so each side
     and the referee compute independently. `tactics` overrides how each side answers queries."""
     referee = TrainReferee(prepared_factory())
     n = count_ops(referee.prepared)
-    a, b = parties(run_a, run_b, prepared_factory, n, tactics)
+    comps = [TrainRun(run, prepared_factory(), Adversary.load(run)) for run in (run_a, run_b)]
     try:
-        outcome = play(a, b, referee, n)
+        return play(*sides(comps, n, tactics), referee, n).report("step", n, first=1)
     except ReplayError as e:
         raise DisputeError(str(e)) from None
-    r = outcome.as_dict()
-    r["first_divergent_step"] = None if outcome.leaf is None else outcome.leaf + 1
-    r["step_seconds"] = r.pop("trace_seconds")
-    r["ops_per_step"] = n
-    del r["leaf"]
-    return r

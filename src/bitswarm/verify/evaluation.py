@@ -21,7 +21,7 @@ import numpy as np
 from bitswarm.repro.hashing import merkle_root, tensor_hash
 from bitswarm.repro.train import IGNORE, count_loss_tokens
 from bitswarm.verify.adversary import Adversary
-from bitswarm.verify.game import read_record, Computation, GameError, Party, Referee, Trace, honest, play
+from bitswarm.verify.game import Computation, GameError, Party, Referee, Trace, play, read_record, sides
 from bitswarm.verify.trace import TracingBackend, recompute
 
 FILE = "eval.json"
@@ -166,10 +166,4 @@ def dispute(dir_a: Path, dir_b: Path, prepared_factory, tactics=(None, None)) ->
         raise EvalError("the two records are of different eval jobs")
     referee = EvalReferee(prepared_factory())
     n = ops_per_batch(referee.prepared)
-    sides = [Party(name, c, n, t or (c.adversary.tactic() if c.adversary else honest))
-             for name, c, t in zip("AB", comps, tactics)]
-    r = play(sides[0], sides[1], referee, n).as_dict()
-    r["first_divergent_batch"] = r.pop("leaf")
-    r["batch_seconds"] = r.pop("trace_seconds")
-    r["ops_per_batch"] = n
-    return r
+    return play(*sides(comps, n, tactics), referee, n).report("batch", n)

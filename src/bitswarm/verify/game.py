@@ -37,7 +37,7 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bitswarm.repro.hashing import merkle_root
@@ -62,14 +62,15 @@ class Trace:
     records: list[dict]
     before: str
     after: str
-    seconds: float = 0.0
 
     def digests(self) -> list[str]:
         return chain_digests(self.records, self.before)
 
 
 class Computation(ABC):
-    """What one side computed, in the game's terms (training runs and inference records)."""
+    """What one side computed, in the game's terms (training runs, inference and eval records)."""
+
+    adversary = None  # the verify.adversary.Adversary it was computed with, if any
 
     @abstractmethod
     def leaves(self) -> list[str]:
@@ -126,13 +127,15 @@ class Party:
 
     # -- the disputed leaf's trace ----------------------------------------------------------
 
+    def _records(self, k: int) -> list[dict]:
+        """This side's trace of leaf k, padded or cut to n ops: what it commits to."""
+        recs = list(self.comp.trace(k).records[: self.n])
+        return recs + [{"i": j, "op": PAD_OP, "in": [], "out": []} for j in range(len(recs), self.n)]
+
     def committed_digests(self, k: int) -> list[str]:
-        """The digests this side commits for leaf k: its own trace, padded or cut to n ops."""
+        """The digests this side commits for leaf k."""
         if k not in self._committed:
-            t = self.comp.trace(k)
-            recs = list(t.records[: self.n])
-            recs += [{"i": j, "op": PAD_OP, "in": [], "out": []} for j in range(len(recs), self.n)]
-            self._committed[k] = chain_digests(recs, t.before)
+            self._committed[k] = chain_digests(self._records(k), self.comp.trace(k).before)
         return self._committed[k]
 
     def commit_trace(self, k: int):
@@ -155,11 +158,8 @@ class Party:
         return self._answer(self.tactic("op", i), self._sent.get(k) or self.committed_digests(k), i)
 
     def op_material(self, k: int, i: int):
-        """The record behind digest i, handed to a referee (None past this side's trace)."""
-        recs = self.comp.trace(k).records
-        if i < len(recs):
-            return recs[i]
-        return {"i": i, "op": PAD_OP, "in": [], "out": []} if i < self.n else None
+        """The record behind digest i, handed to a referee (None past the job's n ops)."""
+        return self._records(k)[i] if i < self.n else None
 
     @staticmethod
     def _answer(action: str, leaves: list[str], k: int):
@@ -176,6 +176,13 @@ class Party:
         if action == "forge":
             return os.urandom(32).hex(), [[s, os.urandom(32).hex()] for s, _ in proof]
         return leaf, proof
+
+
+def sides(comps: list[Computation], ops_per_leaf: int, tactics=(None, None)) -> list[Party]:
+    """Side A (the solver) and side B (the challenger), each answering as `tactics` says or, by
+    default, as the adversary it was computed with."""
+    return [Party(name, c, ops_per_leaf, t or (c.adversary.tactic() if c.adversary else honest))
+            for name, c, t in zip("AB", comps, tactics)]
 
 
 class Referee(ABC):
@@ -201,13 +208,14 @@ def link(prev: str, record: dict) -> str:
 
 
 def rule(referee: Referee, parties: dict[str, Party], k: int, i: int, n: int, before: str | None,
-         prev: str, values: dict[str, str]) -> dict:
-    """The verdict on the transition the game pinned: index i of leaf k, where `prev` is the agreed
-    value at i-1 (`before` when i = 0) and values[side] each side's value at i (at i = n: each
-    side's committed leaf). Returns {"winner", "op", "referee", "referee_seconds"}."""
+         prev: str | None, values: dict[str, str]) -> dict:
+    """The verdict on the transition the game pinned: index i of leaf k, where `before` is the agreed
+    leaf k-1 (None for leaf 0: the job's start), `prev` the agreed digest at i-1 (unused when
+    i = 0: the chain starts from the before) and values[side] each side's value at i (at i = n:
+    each side's committed leaf). Returns {"winner", "op", "referee", "referee_seconds"}."""
     if i < n:
         recs = {s: parties[s].op_material(k, i) for s in values}
-        seed = prev if not (i == 0 and before is None) else referee.start()
+        seed = prev if i > 0 else (before or referee.start())
         ok = all(r is not None and link(seed, r) == values[s] for s, r in recs.items())
         ra, rb = recs.values()
         if ok and ra["op"] == rb["op"] and ra["in"] == rb["in"] and ra["op"] != PAD_OP:
@@ -245,10 +253,16 @@ class Outcome:
     referee_seconds: float = 0.0
     trace_seconds: float = 0.0
     round_bound: int = 0
-    queries: list = field(default_factory=list)  # (phase, index) per round, for the record
 
-    def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "queries"}
+    def report(self, unit: str, ops_per_leaf: int, first: int = 0) -> dict:
+        """The outcome as a job kind reports it: the leaf named as its unit (step, token, batch),
+        counted from `first`."""
+        r = dict(self.__dict__)
+        leaf = r.pop("leaf")
+        r[f"first_divergent_{unit}"] = None if leaf is None else leaf + first
+        r[f"{unit}_seconds"] = r.pop("trace_seconds")
+        r[f"ops_per_{unit}"] = ops_per_leaf
+        return r
 
 
 def round_bound(n_leaves: int, ops_per_leaf: int) -> int:
@@ -292,7 +306,6 @@ def play(solver: Party, challenger: Party, referee: Referee, ops_per_leaf: int) 
         while lo < hi:
             index = (lo + hi) // 2
             out.rounds += 1
-            out.queries.append((kind, index))
             got, failed = ask(kind, index, n_leaves, roots, lambda p: answer(p, index))
             if failed:
                 return None, failed
@@ -335,7 +348,7 @@ def play(solver: Party, challenger: Party, referee: Referee, ops_per_leaf: int) 
     i, prev, values = found
     out.op_index = i
     # 5. the referee
-    verdict = rule(referee, sides, k, i, ops_per_leaf, before, prev if prev is not None else (before or ""), values)
+    verdict = rule(referee, sides, k, i, ops_per_leaf, before, prev, values)
     out.winner, out.op, out.referee, out.referee_seconds = (verdict["winner"], verdict["op"], verdict["referee"],
                                                             verdict["referee_seconds"])
     return out

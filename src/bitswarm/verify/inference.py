@@ -25,7 +25,7 @@ from bitswarm.repro.generate import next_token
 from bitswarm.repro.hashing import merkle_root, tensor_hash
 from bitswarm.repro.model import KVCache
 from bitswarm.verify.adversary import Adversary
-from bitswarm.verify.game import read_record, ZERO, Computation, GameError, Party, Referee, Trace, honest, play
+from bitswarm.verify.game import ZERO, Computation, GameError, Party, Referee, Trace, play, read_record, sides
 from bitswarm.verify.trace import TracingBackend, recompute
 
 FILE = "inference.json"
@@ -118,6 +118,14 @@ class InferRecord(Computation):
         self.rec, self.adversary, self.model_factory = load(out), Adversary.load(out), model_factory
         self.job = {k: self.rec[k] for k in JOB_KEYS}
         self._traces: dict[int, Trace] = {}
+        self._model = None
+
+    @property
+    def model(self):
+        """This side's model, loaded once: generation never changes its weights."""
+        if self._model is None:
+            self._model = self.model_factory()
+        return self._model
 
     def leaves(self) -> list[str]:
         return list(self.rec["commitments"])
@@ -127,14 +135,14 @@ class InferRecord(Computation):
 
     def trace(self, j: int) -> Trace:
         if j not in self._traces:
-            tracer, tok, row = _traced_token(self.model_factory(), self.job, self.rec["tokens"], j, self.adversary)
+            tracer, tok, row = _traced_token(self.model, self.job, self.rec["tokens"], j, self.adversary)
             if self.adversary and self.adversary.name == "token":
                 tok = self.rec["tokens"][j]  # what it reported
             self._traces[j] = Trace(tracer.records, self._before(j), _commit(self._before(j), tok, row))
         return self._traces[j]
 
     def inputs(self, j: int, i: int) -> tuple:
-        return _traced_token(self.model_factory(), self.job, self.rec["tokens"], j, self.adversary, capture=i)[0].captured
+        return _traced_token(self.model, self.job, self.rec["tokens"], j, self.adversary, capture=i)[0].captured
 
     def prefix(self, j: int, before: str) -> list[int] | None:
         """tokens[:j] if this record's own chain over them (tokens and row hashes) reaches `before`."""
@@ -149,8 +157,7 @@ class InferRecord(Computation):
 
 class InferReferee(Referee):
     def __init__(self, model_factory, job: dict):
-        self.model_factory, self.job = model_factory, job
-        self.model = model_factory()
+        self.job, self.model = job, model_factory()
 
     def start(self) -> str:
         return ZERO
@@ -166,7 +173,7 @@ class InferReferee(Referee):
                 break
         else:
             raise InferenceError(f"no side handed over the {j} agreed tokens before token {j}")
-        tracer, tok, row = _traced_token(self.model_factory(), self.job, prefix, j, None)
+        tracer, tok, row = _traced_token(self.model, self.job, prefix, j, None)
         return Trace(tracer.records, before, _commit(before, tok, row))
 
 
@@ -178,12 +185,4 @@ def dispute(dir_a: Path, dir_b: Path, model_factory, tactics=(None, None)) -> di
         raise InferenceError("the two records are of different inference jobs")
     referee = InferReferee(model_factory, job)
     n = ops_per_token(referee.model, job)
-    sides = []
-    for (name, comp), tactic in zip(comps.items(), tactics):
-        sides.append(Party(name, comp, n, tactic or (comp.adversary.tactic() if comp.adversary else honest)))
-    outcome = play(sides[0], sides[1], referee, n)
-    r = outcome.as_dict()
-    r["first_divergent_token"] = r.pop("leaf")
-    r["token_seconds"] = r.pop("trace_seconds")
-    r["ops_per_token"] = n
-    return r
+    return play(*sides(list(comps.values()), n, tactics), referee, n).report("token", n)
