@@ -53,6 +53,7 @@ class Prepared:
     batches_for_step: Callable[[int], list]
     hyper: repro_train.Hyper
     seq_len: int
+    micro_batch: int
 
 
 def prepare(store: BlobStore, spec: TrainSpec, backend: str = "numba", micro_batch: int | None = None) -> Prepared:
@@ -83,7 +84,7 @@ def prepare(store: BlobStore, spec: TrainSpec, backend: str = "numba", micro_bat
     # RoPE tables are constants of the model: built here, never inside a step, so every step
     # calls the same op sequence (an adversary's op=I and a trace's op I name the same call).
     model._rope(0, spec.seq_len)
-    return Prepared(model, repro_train.TrainState(params, spec.seed), batches_for_step, hyper_from(spec), spec.seq_len)
+    return Prepared(model, repro_train.TrainState(params, spec.seed), batches_for_step, hyper_from(spec), spec.seq_len, mb)
 
 
 def run_training(
@@ -109,8 +110,10 @@ def run_training(
     if adv is not None:
         from bitswarm.verify.trace import count_ops
 
-        # Checked before anything is written: a fault that could never fire is an error.
-        adv.check(spec.steps, count_ops(prepare(store, spec, backend)) if adv.name == "bitflip" else None)
+        # Checked before anything is written: a fault that could never fire is an error. Ops are
+        # counted in the canonical order (the whole global batch as one micro-batch).
+        canonical = p if p.micro_batch == spec.global_batch else prepare(store, spec, backend)
+        adv.check(spec.steps, count_ops(canonical) if adv.name == "bitflip" else None)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / SPEC_FILE).exists():
         (out / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
