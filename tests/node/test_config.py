@@ -3,7 +3,7 @@
 import pytest
 
 from bitswarm.node.config import ConfigError, Settings, load_settings, set_value
-from bitswarm.node.home import resolve_home
+from bitswarm.home import resolve_home
 
 
 def test_defaults_without_a_file(tmp_path):

@@ -78,7 +78,7 @@ def devnet(
     from bitswarm.ledger.faucet import setup_devnet
 
     with reporting(as_json):
-        data_dir = (data or state(ctx).home / "devnet").expanduser().absolute()
+        data_dir = (data or state(ctx).paths.devnet).expanduser().absolute()
 
         def setup(net: Devnet) -> dict:
             err.print("[dim]first start: deploying bitswarm's contracts…[/]")

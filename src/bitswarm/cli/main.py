@@ -11,7 +11,7 @@ from bitswarm.cli import config_cmd, identity_cmd, ledger_cmd, model_cmd, store_
 from bitswarm.cli.generate_cmd import generate
 from bitswarm.cli.train_cmd import spec_app, train
 from bitswarm.cli.state import State
-from bitswarm.node.home import resolve_home
+from bitswarm.home import resolve_home
 
 app = typer.Typer(
     name="bitswarm",

@@ -23,20 +23,16 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from bitswarm.ledger.errors import LedgerError
-from bitswarm.models import ModelError
-from bitswarm.node.config import ConfigError
-from bitswarm.node.identity import IdentityError
-from bitswarm.store import StoreError
+from bitswarm.errors import BitswarmError
 
 JSON_HELP = "Print one JSON object on stdout instead of human output."
-EXPECTED_ERRORS = (StoreError, ModelError, IdentityError, ConfigError, LedgerError)
+EXPECTED_ERRORS = (BitswarmError,)  # every error a person may see derives from it
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 
-class UserError(Exception):
+class UserError(BitswarmError):
     """A mistake in how the command was called, reported without a traceback."""
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from bitswarm.node.config import ConfigError, Settings, load_settings
-from bitswarm.node.home import config_file, resolve_home, store_dir
+from bitswarm.home import Home, resolve_home
 from bitswarm.store import BlobStore
 
 
@@ -19,8 +19,13 @@ class State:
     _settings: Settings | None = field(default=None, repr=False)
 
     @property
+    def paths(self) -> Home:
+        """Every path in the data directory."""
+        return Home(self.home)
+
+    @property
     def config_file(self) -> Path:
-        return self.config_path if self.config_path is not None else config_file(self.home)
+        return self.config_path if self.config_path is not None else self.paths.config_file
 
     def settings(self) -> Settings:
         if self._settings is None:
@@ -30,7 +35,7 @@ class State:
         return self._settings
 
     def store(self) -> BlobStore:
-        return BlobStore(store_dir(self.home))
+        return BlobStore(self.paths.store)
 
 
 def state(ctx: typer.Context) -> State:

@@ -115,7 +115,7 @@ def run(
             raise UserError(str(exc)) from None
         store = st.store()
         _require_model(store, model)
-        work = (workdir or st.home / "swarm" / "local").expanduser().absolute()
+        work = (workdir or st.paths.swarm("local")).expanduser().absolute()
         try:
             summary = run_swarm(store, model, work, peers, rounds, mix, settings, transport,
                                 on_report=_print_round, on_start=_print_bootstrap, adversaries=adversaries)
@@ -191,7 +191,7 @@ def join(
         try:
             err.print(f"[dim]joined as {transport.peer_id}; others can bootstrap from "
                       f"{' '.join(transport.visible_maddrs())}[/]")
-            peer = SwarmPeer(ident.peer_id[-8:], store, st.home / "swarm" / "joined", model, transport, mix, key, settings,
+            peer = SwarmPeer(ident.peer_id[-8:], store, st.paths.swarm("joined"), model, transport, mix, key, settings,
                              coordinator)
             peer.next_round = max(peer.next_round, start_round)
             reports = []

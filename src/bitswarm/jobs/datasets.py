@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bitswarm.errors import BitswarmError
 from bitswarm.repro.rng import integers
 from bitswarm.repro.train import IGNORE, MicroBatch
 from bitswarm.store import BlobStore
@@ -24,7 +25,7 @@ from bitswarm.store import BlobStore
 PURPOSE_DATA = 16
 
 
-class DatasetError(ValueError):
+class DatasetError(BitswarmError, ValueError):
     pass
 
 

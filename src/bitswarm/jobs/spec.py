@@ -13,13 +13,14 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bitswarm.errors import BitswarmError
 from bitswarm.repro import REPRO_VERSION
 from bitswarm.store.cid import is_cid
 
 SYNTHETIC = ("arithmetic",)
 
 
-class SpecError(ValueError):
+class SpecError(BitswarmError, ValueError):
     """A spec file that is missing, unreadable or invalid; names the field and what is allowed."""
 
 

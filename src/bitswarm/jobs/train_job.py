@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bitswarm.errors import BitswarmError
 from bitswarm.jobs.datasets import ArithmeticData, JsonlData, pad_id, to_micro_batch
 from bitswarm.jobs.spec import TrainSpec, parse_spec
 from bitswarm.repro import train as repro_train
@@ -19,7 +20,7 @@ from bitswarm.store import BlobStore
 SPEC_FILE = "spec.json"
 
 
-class JobError(RuntimeError):
+class JobError(BitswarmError, RuntimeError):
     pass
 
 

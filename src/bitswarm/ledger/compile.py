@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bitswarm.errors import BitswarmError
 from bitswarm.store.atomic import atomic_write_text
 
 __all__ = [
@@ -33,7 +34,7 @@ CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
 _SOURCE_SUFFIXES = (".vy", ".vyi")
 
 
-class LedgerCompileError(RuntimeError):
+class LedgerCompileError(BitswarmError, RuntimeError):
     """A contract failed to compile (or does not exist)."""
 
 

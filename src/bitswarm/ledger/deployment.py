@@ -17,6 +17,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from bitswarm.home import Home
 from bitswarm.ledger.compile import CONTRACT_NAMES, compile_contract
 from bitswarm.ledger.errors import DeploymentError
 from bitswarm.store.atomic import atomic_write_text
@@ -70,7 +71,7 @@ class Deployment:
 
 
 def deployment_file(home: Path, chain_id: int) -> Path:
-    return home / "deployments" / f"{chain_id}.json"
+    return Home(Path(home)).deployments / f"{chain_id}.json"
 
 
 def save(home: Path, deployment: Deployment) -> Path:

@@ -66,6 +66,7 @@ from web3.providers.eth_tester.middleware import (
     transaction_result_remapper,
 )
 
+from bitswarm.errors import BitswarmError
 from bitswarm.store.atomic import atomic_write_text, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ TX_ARG_METHODS = {"eth_call", "eth_estimateGas", "eth_sendTransaction"}
 FEE_FIELDS = ("gas_price", "max_fee_per_gas", "max_priority_fee_per_gas")
 
 
-class DevnetError(Exception):
+class DevnetError(BitswarmError):
     """The devnet cannot start or run; the message says why and what to do."""
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 
-class LedgerError(Exception):
+from bitswarm.errors import BitswarmError
+
+
+class LedgerError(BitswarmError):
     """Something about the chain or a transaction that the caller should read."""
 
 

@@ -5,6 +5,8 @@ Nothing here reaches for a model hub: the offline flags are set before transform
 
 import os
 
+from bitswarm.errors import BitswarmError
+
 for _flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
     os.environ.setdefault(_flag, "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -12,5 +14,5 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-class ModelError(Exception):
+class ModelError(BitswarmError):
     """A model that cannot be imported, found or loaded; the message says what is allowed."""

@@ -15,12 +15,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bitswarm.errors import BitswarmError
 from bitswarm.store.atomic import atomic_write_text
 
 ENV_PREFIX = "BITSWARM_"
 
 
-class ConfigError(Exception):
+class ConfigError(BitswarmError):
     """A config file or value that cannot be used; the message names the field and what is allowed."""
 
 

@@ -17,8 +17,9 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
+from bitswarm.errors import BitswarmError
 from bitswarm.node import peer_key
-from bitswarm.node.home import keys_dir
+from bitswarm.home import Home
 from bitswarm.store.atomic import atomic_write_bytes, atomic_write_text
 
 ACCOUNT_FILE = "account.json"
@@ -26,7 +27,7 @@ PEER_FILE = "peer.key"
 MIN_PASSPHRASE = 8
 
 
-class IdentityError(Exception):
+class IdentityError(BitswarmError):
     """Missing, damaged or locked identity; the message says what to do."""
 
 
@@ -46,7 +47,7 @@ class Identity:
 
 
 def _paths(home: Path) -> tuple[Path, Path]:
-    d = keys_dir(home)
+    d = Home(Path(home)).keys
     return d / ACCOUNT_FILE, d / PEER_FILE
 
 

@@ -12,11 +12,13 @@ import base58
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bitswarm.errors import BitswarmError
+
 KEY_TYPE_ED25519 = 1
 _RAW = dict(encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw)
 
 
-class PeerKeyError(ValueError):
+class PeerKeyError(BitswarmError, ValueError):
     """A peer key file that is not a libp2p Ed25519 private key."""
 
 

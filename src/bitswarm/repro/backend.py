@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from types import SimpleNamespace
 
+from bitswarm.errors import BitswarmError
+
 OPS = (
     "matmul", "matmul_acc", "bmm", "bmm_acc",
     "exp", "log", "sigmoid", "silu", "rsqrt",
@@ -31,7 +33,7 @@ VERIFIABLE = ("reference", "numba", "cuda")
 _cache: dict[str, SimpleNamespace] = {}
 
 
-class BackendError(ValueError):
+class BackendError(BitswarmError, ValueError):
     pass
 
 

@@ -6,8 +6,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bitswarm.errors import BitswarmError
 
-class ModelConfigError(ValueError):
+
+class ModelConfigError(BitswarmError, ValueError):
     """A config.json repro cannot run; the message names the field."""
 
 

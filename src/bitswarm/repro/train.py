@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bitswarm.errors import BitswarmError
 from bitswarm.repro.hashing import merkle_root, state_hash
 from bitswarm.repro.model import Llama
 
@@ -30,7 +31,7 @@ F32 = np.float32
 IGNORE = -100
 
 
-class TrainError(RuntimeError):
+class TrainError(BitswarmError, RuntimeError):
     pass
 
 

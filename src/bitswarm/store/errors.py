@@ -1,7 +1,9 @@
 """Errors the store raises; each message says what happened and what to do."""
 
+from bitswarm.errors import BitswarmError
 
-class StoreError(Exception):
+
+class StoreError(BitswarmError):
     """Base class for every store failure a caller may want to report to a person."""
 
 

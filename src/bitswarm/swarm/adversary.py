@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from bitswarm.errors import BitswarmError
 from bitswarm.swarm.records import MAX_ROLLOUTS, Rollout
 
 NAMES = ("inflate", "oversized")
 
 
-class AdversaryError(ValueError):
+class AdversaryError(BitswarmError, ValueError):
     pass
 
 

@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bitswarm.errors import BitswarmError
+
 VERSION = 1
 DOMAIN = b"bitswarm/rollout-record/v1\x00"
 MAX_RECORD_BYTES = 64 * 1024
@@ -63,7 +65,7 @@ class RolloutRecord(BaseModel):
     rollouts: list[Rollout] = Field(max_length=MAX_ROLLOUTS)
 
 
-class RecordRejected(ValueError):
+class RecordRejected(BitswarmError, ValueError):
     """A blob that is not a valid signed record. `reason` is a short stable tag for counters."""
 
     def __init__(self, reason: str, detail: str = ""):

@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from bitswarm.errors import BitswarmError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TASKS = (
@@ -101,7 +103,7 @@ _DECIMAL = decimal.Context(prec=28, rounding=decimal.ROUND_HALF_EVEN, Emin=-999_
                            traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow])
 
 
-class TaskError(ValueError):
+class TaskError(BitswarmError, ValueError):
     pass
 
 

@@ -14,6 +14,7 @@ from typing import Protocol, Self, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bitswarm.errors import BitswarmError
 from bitswarm.swarm.records import (
     public_key_hex,
 )
@@ -21,7 +22,7 @@ from bitswarm.swarm.records import (
 log = logging.getLogger(__name__)
 
 
-class TransportError(RuntimeError):
+class TransportError(BitswarmError, RuntimeError):
     """A transport failure with what went wrong (`problem`) and what to check (`diagnosis`).
 
     `kind` is a stable tag: "p2pd_missing", "daemon_start", "bad_maddr",

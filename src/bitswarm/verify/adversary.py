@@ -40,6 +40,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from bitswarm.errors import BitswarmError
 from bitswarm.repro.backend import OPS
 from bitswarm.repro.train import train_step
 
@@ -52,7 +53,7 @@ FILE = "adversary.json"
 DATA_OFFSET = 1_000_003
 
 
-class AdversaryError(ValueError):
+class AdversaryError(BitswarmError, ValueError):
     pass
 
 

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bitswarm.errors import BitswarmError
 from bitswarm.repro.hashing import merkle_root
 from bitswarm.verify import merkle
 from bitswarm.verify.trace import chain_digests, input_hashes, record_digest
@@ -50,7 +51,7 @@ TRACE_TACTICS = ("honest", "short", "long", "forge", "silent")  # how a side may
 PAD_OP = "pad"  # filler a side commits past the end of a shorter computation (skip, say)
 
 
-class GameError(ValueError):
+class GameError(BitswarmError, ValueError):
     pass
 
 

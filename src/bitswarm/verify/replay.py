@@ -12,10 +12,11 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from bitswarm.errors import BitswarmError
 from bitswarm.repro import train as repro_train
 
 
-class ReplayError(RuntimeError):
+class ReplayError(BitswarmError, RuntimeError):
     pass
 
 

@@ -26,6 +26,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from bitswarm.errors import BitswarmError
 from bitswarm.repro.hashing import merkle_root
 from bitswarm.repro.train import checkpoint_meta, checkpoints, read_step_log
 from bitswarm.store import BlobStore
@@ -33,7 +34,7 @@ from bitswarm.store import BlobStore
 VERSION = 2
 
 
-class TranscriptError(ValueError):
+class TranscriptError(BitswarmError, ValueError):
     pass
 
 
