@@ -75,7 +75,7 @@ def main() -> None:
             def post() -> int:
                 poster._ensure_allowance("JobMarket", 10**30)
                 rc = poster.transact("JobMarket", "post_job", bytes(32)[:-1] + b"\x01", 0, args.steps, args.ops,
-                                     50 * CREDIT, 20 * CREDIT, 120)
+                                     50 * CREDIT, 20 * CREDIT, 120, 0)
                 rec("job: post", rc)
                 return rc.event("JobPosted")["job_id"]
 

@@ -164,9 +164,12 @@ def diverge(rng: random.Random, leaves: list[str], k: int) -> list[str]:
 
 
 def post_job(
-    lg: Ledger, num_leaves=4, bounty=BOUNTY, stake=JOB_STAKE, window=CHALLENGE_WINDOW, ops_per_leaf=OPS_PER_LEAF
+    lg: Ledger, num_leaves=4, bounty=BOUNTY, stake=JOB_STAKE, window=CHALLENGE_WINDOW, ops_per_leaf=OPS_PER_LEAF,
+    verify_fee=0,
 ) -> int:
-    return lg.market.post_job(b"\x11" * 32, 0, num_leaves, ops_per_leaf, bounty, stake, window, sender=lg.poster)
+    return lg.market.post_job(
+        b"\x11" * 32, 0, num_leaves, ops_per_leaf, bounty, stake, window, verify_fee, sender=lg.poster
+    )
 
 
 def last_leaf(leaves_hex: list[str]) -> tuple[bytes, list[bytes]]:
@@ -243,6 +246,16 @@ def new_referee(lg: Ledger, name: str, stake: int) -> str:
     lg.token.mint(who, stake, sender=lg.deployer)
     lg.token.approve(lg.registry.address, MAX_UINT, sender=who)
     lg.registry.register(f"peer-{name}", REFEREE, sender=who)
+    lg.registry.stake(stake, sender=who)
+    return who
+
+
+def new_verifier(lg: Ledger, name: str, stake: int = STAKED) -> str:
+    """A fresh account with the verifier role and `stake` staked (an attester, honest or not)."""
+    who = boa.env.generate_address(name)
+    lg.token.mint(who, stake, sender=lg.deployer)
+    lg.token.approve(lg.registry.address, MAX_UINT, sender=who)
+    lg.registry.register(f"peer-{name}", VERIFIER, sender=who)
     lg.registry.stake(stake, sender=who)
     return who
 

@@ -9,14 +9,18 @@ its events:
   market hold all of it between them;
 - the market holds exactly the bounties of unfinished jobs, the registry exactly the stakes and
   unbonding amounts;
-- a job pays its bounty out once, to the solver when DONE and to the poster otherwise, at
-  most one party's stake, and the vote stake of the referees that backed the loser, all only
-  among its own poster/solver/challenger;
+- a job pays its bounty out once, and only among its own poster/solver/challenger/attesters:
+  when finalized unchallenged, the bounty less the verification fee to the solver, equal
+  shares of the fee to the attesters whose revealed attestation equals the solver's, the rest
+  of the fee to the poster; when DONE after a dispute, all of it to the solver; otherwise all
+  of it back to the poster. Besides, at most one party's stake and the vote stake of the
+  referees that backed the loser;
 - a node's stake only goes down through request_unbond or a Slashed event issued in the same
   transaction as a DisputeSettled naming that node the loser (a lost dispute or a missed
   commit deadline), or as a VoteReleased saying that node voted for the loser;
-- the stake the market holds locked is exactly what its live jobs and disputes need, plus
-  the vote stake of every referee whose vote has not been released.
+- the stake the market holds locked is exactly what its live jobs and disputes need (min_stake
+  per attester of a committed or disputed job included), plus the vote stake of every referee
+  whose vote has not been released.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from bitswarm.verify.attest import commitment
 from bitswarm.verify.merkle import merkle_root, proof, verify
 
 from .conftest import (
@@ -89,7 +94,24 @@ class JobModel:
     paid_by_market: int = 0
     paid_by_registry: int = 0
     paid_for_votes: int = 0
-    bounty_to: str | None = None
+    paid_to: dict = field(default_factory=lambda: defaultdict(int))  # what the market paid each receiver
+    fee: int = 0
+    audit_truth: bytes = b""  # the true attestation of the audit leaf (opaque on chain)
+    attesters: dict = field(default_factory=dict)  # attester -> the value it committed to (None: a copied commitment)
+    revealed: dict = field(default_factory=dict)  # attester -> the value it revealed
+    solver_value: bytes | None = None
+
+    def expected_payout(self, status: int) -> dict[str, int]:
+        """Who a finished job must have paid, and how much."""
+        if status != DONE:
+            return {self.poster: self.bounty}
+        if self.challenger is not None:  # a dispute voids the attestations: the fee follows the bounty
+            return {self.solver: self.bounty}
+        matched = [a for a, v in self.revealed.items() if self.solver_value is not None and v == self.solver_value]
+        share = self.fee // len(matched) if matched else 0
+        out = {self.solver: self.bounty - self.fee, self.poster: self.fee - share * len(matched)}
+        out.update({a: share for a in matched})
+        return {w: v for w, v in out.items() if v}
 
 
 def _last_leaf_claim(leaves: list[str], rng: random.Random) -> tuple[bytes, list[bytes], bool]:
@@ -178,7 +200,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert after[n] - before[n] == up - down, f"stake of {n} moved without an event"
 
     def _check_payouts(self, job: JobModel, logs):
-        parties = {job.poster, job.solver, job.challenger}
+        parties = {job.poster, job.solver, job.challenger, *job.attesters}
         vote_release = any(type(e).__name__ == "VoteReleased" for e in logs)
         for e in logs:
             if type(e).__name__ != "Transfer" or e.sender not in (self.m.address, self.r.address):
@@ -186,7 +208,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert e.receiver in parties, "a job paid someone outside it"
             if e.sender == self.m.address:
                 job.paid_by_market += e.value
-                job.bounty_to = e.receiver
+                job.paid_to[e.receiver] += e.value
             elif vote_release:
                 assert e.receiver == self.m.get_dispute(job.id).winner
                 job.paid_for_votes += e.value
@@ -239,6 +261,47 @@ class LedgerMachine(RuleBasedStateMachine):
             job.ops[job.solver] = ops
             job.ops[challenger] = rng.choice([diverge(rng, ops, rng.randrange(job.n_ops)), ops])
 
+    def _attest(self, job: JobModel, who: int, how: str, seed: int):
+        """A verifier attests: with the true attestation, with something public it copied (the
+        result root), or with another attester's commitment (which it can never open)."""
+        if job.solver not in job.leaves:
+            return
+        attester = self.nodes[who]
+        value: bytes | None = {"true": job.audit_truth, "lazy": root_bytes(job.leaves[job.solver]),
+                               "random": random.Random(seed).randbytes(32)}.get(how)
+        if value is None:
+            others = [a for a, v in job.attesters.items() if v is not None]
+            if not others:
+                return
+            c = self.m.get_attestation(job.id, others[seed % len(others)]).commitment
+        else:
+            c = bytes.fromhex(commitment(value.hex(), attester))
+        if self._do(job, self.m, "attest", job.id, c, sender=attester):
+            job.attesters[attester] = value
+
+    def _reveal(self, job: JobModel, who: int, seed: int, pending: bool = False):
+        """The solver (mostly with the true attestation) or an attester (with what it committed
+        to; a copier tries the true value, which must be refused) reveals; with `pending`, one
+        that has not revealed yet."""
+        rng = random.Random(seed)
+        if job.solver is None:
+            return
+        revealers = [job.solver, *job.attesters]
+        if pending:
+            revealers = [w for w in revealers if w not in job.revealed and not (w == job.solver and job.solver_value)]
+            if not revealers:
+                return
+        who_ = revealers[who % len(revealers)]
+        if who_ == job.solver:
+            value = job.audit_truth if rng.random() < 0.8 else rng.randbytes(32)
+            if self._do(job, self.m, "reveal", job.id, value, sender=who_):
+                job.solver_value = value
+            return
+        committed = job.attesters[who_]
+        value = job.audit_truth if committed is None else committed
+        if self._do(job, self.m, "reveal", job.id, value, sender=who_, expect_revert=committed is None):
+            job.revealed[who_] = value
+
     def _answer(self, job: JobModel, solver_side: bool, honest: bool):
         """The party answers the current query: honestly, or with a value that is not in its
         tree (which must be refused)."""
@@ -268,9 +331,23 @@ class LedgerMachine(RuleBasedStateMachine):
         elif status == CLAIMED:
             self._commit(job, honest, k, seed)
         elif status == COMMITTED:
-            # Mostly a challenger that disagrees with the solver.
-            disagrees = job.leaves[job.solver] != job.truth
-            self._challenge(job, who, disagrees if rng.random() < 0.9 else not disagrees, k, 1 + seed % 5, seed)
+            deadline = self.m.get_job(job.id).challenge_deadline
+            r = rng.random()
+            if boa.env.timestamp <= deadline:  # the challenge window: attest, challenge, or let it close
+                if job.fee and r < 0.5:
+                    self._attest(job, who, rng.choice(["true", "true", "lazy", "random", "copy"]), seed)
+                elif r < 0.75:
+                    self.wait(deadline - boa.env.timestamp + 1)
+                else:
+                    # Mostly a challenger that disagrees with the solver.
+                    disagrees = job.leaves[job.solver] != job.truth
+                    self._challenge(job, who, disagrees if rng.random() < 0.9 else not disagrees, k, 1 + seed % 5, seed)
+            elif job.fee and r < 0.7:  # the reveal period
+                self._reveal(job, who, seed, pending=True)
+            else:
+                if rng.random() < 0.3:
+                    self.wait(WINDOW + 1)  # past the reveal deadline
+                self._do(job, self.m, "finalize", job.id, sender=self.nodes[who])
         elif status == DISPUTED:
             d = self.m.get_dispute(job.id)
             if d.phase == VOTE:
@@ -312,7 +389,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @initialize(seed=SEED)
     def first_job(self, seed):
-        self.post(0, 5, 3, 50 * E18, 20 * E18, seed)
+        self.post(0, 5, 3, 50 * E18, 20 * E18, "third", seed)
 
     @precondition(lambda self: len(self._live()) < MAX_LIVE_JOBS)
     @rule(
@@ -321,14 +398,19 @@ class LedgerMachine(RuleBasedStateMachine):
         bounty=st.sampled_from([1, 50 * E18, 300 * E18]),
         n_ops=st.integers(1, 5),
         stake=st.sampled_from([0, MIN_STAKE, 20 * E18, 400 * E18, 900 * E18]),
+        fee=st.sampled_from(["none", "third", "most", "all"]),
         seed=SEED,
     )
-    def post(self, who, n, n_ops, bounty, stake, seed):
+    def post(self, who, n, n_ops, bounty, stake, fee, seed):
         poster = self.posters[who]
         job_id = self.m.next_job_id()
-        if self._do(None, self.m, "post_job", b"\x11" * 32, 0, n, n_ops, bounty, stake, WINDOW, sender=poster):
-            truth = random_leaves(random.Random(seed), n)
-            self.jobs.append(JobModel(id=job_id, poster=poster, bounty=bounty, stake=stake, n_ops=n_ops, truth=truth))
+        verify_fee = {"none": 0, "third": bounty // 3, "most": bounty - 1, "all": bounty}[fee]  # "all" is refused
+        args = (b"\x11" * 32, 0, n, n_ops, bounty, stake, WINDOW, verify_fee)
+        if self._do(None, self.m, "post_job", *args, sender=poster):
+            rng = random.Random(seed)
+            truth = random_leaves(rng, n)
+            self.jobs.append(JobModel(id=job_id, poster=poster, bounty=bounty, stake=stake, n_ops=n_ops, truth=truth,
+                                      fee=verify_fee, audit_truth=rng.randbytes(32)))
 
     @precondition(lambda self: self.jobs)
     @rule(j=JOB, steps=st.integers(1, 40), seed=SEED)
@@ -364,6 +446,16 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(j=JOB, who=WHO, honest=st.booleans(), k=st.integers(0, 8), n_ops=st.integers(1, 5), seed=SEED)
     def challenge(self, j, who, honest, k, n_ops, seed):
         self._challenge(self._pick(j), who, honest, k, n_ops, seed)
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=WHO, how=st.sampled_from(["true", "lazy", "random", "copy"]), seed=SEED)
+    def attest(self, j, who, how, seed):
+        self._attest(self._pick(j), who, how, seed)
+
+    @precondition(lambda self: self.jobs)
+    @rule(j=JOB, who=st.integers(0, 8), seed=SEED)
+    def reveal(self, j, who, seed):
+        self._reveal(self._pick(j), who, seed)
 
     @precondition(lambda self: self.jobs)
     @rule(j=JOB, solver_side=st.booleans(), honest=st.booleans())
@@ -423,9 +515,9 @@ class LedgerMachine(RuleBasedStateMachine):
         assert self.t.balanceOf(self.m.address) == escrow
         for job in self.jobs:
             if statuses[job.id] not in LIVE:
-                # Paid out in full: to the solver only when DONE, else back to the poster.
+                # Paid out in full, to whom the job's outcome says (JobModel.expected_payout).
                 assert job.paid_by_market == job.bounty, "a finished job did not pay its bounty out"
-                assert job.bounty_to == (job.solver if statuses[job.id] == DONE else job.poster)
+                assert dict(job.paid_to) == job.expected_payout(statuses[job.id])
             # What wrong votes paid the winner is exactly the weight they were released with.
             assert job.paid_for_votes == job.wrong_votes_released
 
@@ -437,6 +529,9 @@ class LedgerMachine(RuleBasedStateMachine):
                 locked[job.solver] += job.stake
             if statuses[job.id] == DISPUTED:
                 locked[job.challenger] += job.stake
+            if statuses[job.id] in (COMMITTED, DISPUTED):
+                for attester in job.attesters:
+                    locked[attester] += MIN_STAKE
             for referee, weight in job.votes.items():
                 locked[referee] += weight
         for n, x in nodes.items():

@@ -106,3 +106,12 @@ def test_cid_bytes_refuses_what_is_not_a_cid():
     for bad in ("sha256:abc", "not hex", "0x" + "ab" * 31):
         with pytest.raises(LedgerError):
             cid_bytes(bad)
+
+
+def test_a_verify_fee_not_below_the_bounty_is_refused_before_any_transaction(chain):
+    lg = chain.ledger(5)
+    nonce = lg.w3.eth.get_transaction_count(lg.address)
+    for fee in (10, 11, -1):
+        with pytest.raises(LedgerError, match="verify_fee must be at least 0 and below the bounty"):
+            lg.post_job("sha256:" + "ab" * 32, "train", 4, 10, 10 * CREDIT, 60, ops_per_leaf=5, verify_fee=fee)
+    assert lg.w3.eth.get_transaction_count(lg.address) == nonce

@@ -298,7 +298,7 @@ def play(lg, data) -> str:
     supply = lg.token.totalSupply()
     wealth0 = {w: _wealth(lg, w) for w in everyone}
     m = lg.market
-    job_id = m.post_job(b"\x11" * 32, 0, n, n_ops, stake // 2 + 1, stake, 86400, sender=lg.poster)
+    job_id = m.post_job(b"\x11" * 32, 0, n, n_ops, stake // 2 + 1, stake, 86400, 0, sender=lg.poster)
     bounty = stake // 2 + 1
     g = Game(lg, data, job_id, cheater, seed, n_ops, honest_leaves, cheat_leaves)
     solver_leaves, chal_leaves = (cheat_leaves, honest_leaves) if cheater == "solver" else (honest_leaves, cheat_leaves)

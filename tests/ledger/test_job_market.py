@@ -131,11 +131,11 @@ def test_min_stake_must_be_positive(ledger):
 def test_post_job_escrows_the_bounty(ledger):
     m, t = ledger.market, ledger.token
     before = t.balanceOf(ledger.poster)
-    job_id = m.post_job(CID, 1, 9, 7, BOUNTY, JOB_STAKE, 3600, sender=ledger.poster)
+    job_id = m.post_job(CID, 1, 9, 7, BOUNTY, JOB_STAKE, 3600, 0, sender=ledger.poster)
     (ev,) = events(m, "JobPosted")
     assert job_id == 1 and m.next_job_id() == 2
     assert (ev.job_id, ev.poster, ev.spec_cid, ev.kind, ev.num_leaves, ev.ops_per_leaf) == (1, ledger.poster, CID, 1, 9, 7)
-    assert (ev.bounty, ev.solver_stake, ev.challenge_window) == (BOUNTY, JOB_STAKE, 3600)
+    assert (ev.bounty, ev.solver_stake, ev.challenge_window, ev.verify_fee) == (BOUNTY, JOB_STAKE, 3600, 0)
     assert t.balanceOf(ledger.poster) == before - BOUNTY and t.balanceOf(m.address) == BOUNTY
     job = m.get_job(1)
     assert (job.poster, job.status, job.num_leaves, job.ops_per_leaf, job.solver) == (ledger.poster, OPEN, 9, 7, ZERO)
@@ -145,18 +145,21 @@ def test_post_job_escrows_the_bounty(ledger):
 @pytest.mark.parametrize(
     "args, reason",
     [
-        ((b"\x00" * 32, 0, 1, 1, 1, MIN_STAKE, 1), "market: empty spec cid"),
-        ((CID, 3, 1, 1, 1, MIN_STAKE, 1), "market: bad kind"),
-        ((CID, 0, 0, 1, 1, MIN_STAKE, 1), "market: bad leaf count"),
-        ((CID, 0, 2**32 + 1, 1, 1, MIN_STAKE, 1), "market: bad leaf count"),
-        ((CID, 0, 1, 0, 1, MIN_STAKE, 1), "market: bad op count"),
-        ((CID, 0, 1, 2**32 + 1, 1, MIN_STAKE, 1), "market: bad op count"),
-        ((CID, 0, 1, 1, 0, MIN_STAKE, 1), "market: zero bounty"),
+        ((b"\x00" * 32, 0, 1, 1, 1, MIN_STAKE, 1, 0), "market: empty spec cid"),
+        ((CID, 3, 1, 1, 1, MIN_STAKE, 1, 0), "market: bad kind"),
+        ((CID, 0, 0, 1, 1, MIN_STAKE, 1, 0), "market: bad leaf count"),
+        ((CID, 0, 2**32 + 1, 1, 1, MIN_STAKE, 1, 0), "market: bad leaf count"),
+        ((CID, 0, 1, 0, 1, MIN_STAKE, 1, 0), "market: bad op count"),
+        ((CID, 0, 1, 2**32 + 1, 1, MIN_STAKE, 1, 0), "market: bad op count"),
+        ((CID, 0, 1, 1, 0, MIN_STAKE, 1, 0), "market: zero bounty"),
         # Every claim and every challenge must put at least min_stake at risk.
-        ((CID, 0, 1, 1, 1, 0, 1), "market: stake below minimum"),
-        ((CID, 0, 1, 1, 1, MIN_STAKE - 1, 1), "market: stake below minimum"),
-        ((CID, 0, 1, 1, 1, MIN_STAKE, 0), "market: bad challenge window"),
-        ((CID, 0, 1, 1, 1, MIN_STAKE, 30 * 86400 + 1), "market: bad challenge window"),
+        ((CID, 0, 1, 1, 1, 0, 1, 0), "market: stake below minimum"),
+        ((CID, 0, 1, 1, 1, MIN_STAKE - 1, 1, 0), "market: stake below minimum"),
+        ((CID, 0, 1, 1, 1, MIN_STAKE, 0, 0), "market: bad challenge window"),
+        ((CID, 0, 1, 1, 1, MIN_STAKE, 30 * 86400 + 1, 0), "market: bad challenge window"),
+        # The fee is reserved out of the bounty, and the solver always keeps a part of it.
+        ((CID, 0, 1, 1, 5, MIN_STAKE, 1, 5), "market: fee not below bounty"),
+        ((CID, 0, 1, 1, 5, MIN_STAKE, 1, 6), "market: fee not below bounty"),
     ],
 )
 def test_post_job_rejects(ledger, args, reason):
@@ -165,7 +168,7 @@ def test_post_job_rejects(ledger, args, reason):
 
 
 def test_post_job_limits_are_inclusive(ledger):
-    ledger.market.post_job(CID, 2, 2**32, 2**32, 1, MIN_STAKE, 30 * 86400, sender=ledger.poster)
+    ledger.market.post_job(CID, 2, 2**32, 2**32, 1, MIN_STAKE, 30 * 86400, 0, sender=ledger.poster)
 
 
 def test_post_job_needs_the_bounty(ledger):
@@ -362,10 +365,10 @@ def test_token_returning_false_is_a_revert():
     token = false_token()
     registry = boa.load(contract_path("NodeRegistry"), token.address, 0)
     market = boa.load(contract_path("JobMarket"), token.address, registry.address, 1, 1, 1, 0, 1)
-    market.post_job(CID, 0, 1, 1, 5, 1, 1)
+    market.post_job(CID, 0, 1, 1, 5, 1, 1, 0)
     token.set_fail(True)
     with boa.reverts("market: token transfer failed"):
-        market.post_job(CID, 0, 1, 1, 5, 1, 1)
+        market.post_job(CID, 0, 1, 1, 5, 1, 1, 0)
     with boa.reverts("market: token transfer failed"):
         market.cancel_job(1)
 

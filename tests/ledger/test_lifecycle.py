@@ -13,13 +13,22 @@ import hashlib
 
 import pytest
 
-from bitswarm.jobs.onchain import ChainParty, challenge, commit_result, play_rounds, referee_vote
+from bitswarm.jobs.onchain import (
+    ChainParty,
+    attest_audit,
+    challenge,
+    commit_result,
+    play_rounds,
+    referee_vote,
+    reveal_audit,
+)
 from bitswarm.jobs.spec import example_spec
 from bitswarm.jobs.train_job import prepare, run_training
 from bitswarm.ledger.client import CREDIT, DISPUTE_PHASE, JOB_STATUS, ROLE_REFEREE, ROLE_SOLVER, ROLE_VERIFIER
 from bitswarm.ledger.errors import RevertError
 from bitswarm.verify import merkle
 from bitswarm.verify.adversary import Adversary
+from bitswarm.verify.attest import commitment
 from bitswarm.verify.dispute import TrainReferee, TrainRun
 from bitswarm.verify.game import Party, honest
 from bitswarm.verify.trace import count_ops
@@ -117,6 +126,45 @@ def test_job_settled_without_challenge(chain, runs):
     assert _stakes(chain) == stakes
     assert a[SOLVER].node()["locked"] == 0
     assert JOB_STATUS[a[POSTER].job(job)["status"]] == "done"
+
+
+def test_verification_pays_only_the_verifier_that_reexecuted(chain, runs):
+    """A job with a verification fee. The honest verifier re-executes the audit leaf drawn at
+    commit and attests to its trace root; a lazy one commits to the audited leaf itself, copied
+    from the transcript. After the window the solver and both reveal, and finalize pays the
+    whole fee to the honest verifier, the rest of the bounty to the solver, and unlocks both
+    attesters' stake."""
+    a = chain.actors
+    store, _, _, spec_cid, n = runs
+    lazy = a[REFEREES[2]]
+    lazy.register(f"12D3KooWtest{REFEREES[2]}", ROLE_REFEREE | ROLE_VERIFIER)
+    solver_p, verifier_p = _party(runs, "honest"), _party(runs, "honest")  # two sides, each computing for itself
+    fee = 5 * CREDIT
+    job = a[POSTER].post_job(spec_cid, "train", STEPS, BOUNTY, STAKE, WINDOW, ops_per_leaf=n, verify_fee=fee)
+    a[SOLVER].claim_job(job)
+    transcript_cid, _ = build_transcript(store, solver_p.comp.run)
+    k = commit_result(a[SOLVER], job, solver_p, transcript_cid).event("AuditDrawn")["audit_leaf"]
+    assert a[POSTER].job(job)["audit_leaf"] == k and 0 <= k < STEPS
+    attest_audit(a[CHALLENGER], job, verifier_p)
+    lazy.attest(job, commitment(solver_p.log[k], lazy.address))
+    assert a[POSTER].attesters(job) == [a[CHALLENGER].address, lazy.address]
+    with pytest.raises(RevertError, match="challenge window open"):
+        reveal_audit(a[SOLVER], job, solver_p)
+    a[POSTER].increase_time(WINDOW + 1)
+    reveal_audit(a[SOLVER], job, solver_p)
+    reveal_audit(a[CHALLENGER], job, verifier_p)
+    lazy.reveal(job, solver_p.log[k])
+    assert lazy.attestation_of(job)["revealed"] and a[POSTER].audit(job)["revealed"] == 2
+    before = _balances(chain)
+    rc = a[POSTER].finalize(job)  # everyone revealed: no need to wait out the reveal period
+    assert [(e["args"]["verifier"], e["args"]["amount"]) for e in rc.events if e["event"] == "VerifierPaid"] == [
+        (a[CHALLENGER].address, fee)
+    ]
+    assert rc.event("JobFinalized")["solver_paid"] == BOUNTY - fee
+    after = _balances(chain)
+    assert after[CHALLENGER] - before[CHALLENGER] == fee and after[REFEREES[2]] == before[REFEREES[2]]
+    assert after[SOLVER] - before[SOLVER] == BOUNTY - fee
+    assert a[CHALLENGER].node()["locked"] == 0 and lazy.node()["locked"] == 0
 
 
 def _dispute(chain, runs, solver_p: Party, challenger_p: Party, voters=REFEREES[:2]) -> tuple[int, dict]:

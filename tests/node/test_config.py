@@ -65,7 +65,7 @@ def test_set_value_validates_before_writing(tmp_path):
     assert load_settings(f).api_port == 8123
     before = f.read_text()
     with pytest.raises(ConfigError, match="api_port"):
-        set_value(f, "api_port", "0")
+        set_value(f, "api_port", "-1")
     with pytest.raises(ConfigError, match="unknown setting"):
         set_value(f, "nope", "1")
     assert f.read_text() == before

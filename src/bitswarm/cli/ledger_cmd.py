@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -11,11 +14,16 @@ from bitswarm.cli.identity_cmd import _passphrase
 from bitswarm.cli.output import JSON_HELP, UserError, emit_json, err, out, reporting
 from bitswarm.cli.state import State, state
 from bitswarm.ledger import deployment as deployments
+from bitswarm.ledger.deployment import DeployParams
 from bitswarm.ledger.client import CREDIT, ROLE_NAMES, Ledger
 from bitswarm.node import identity
 
 ledger_app = typer.Typer(help="The EVM chain: contracts, balances, deployment.", no_args_is_help=True)
-node_app = typer.Typer(help="This node on chain: registration, stake, unbonding.", no_args_is_help=True)
+# Deadlines of seconds: a demo or a test sees a whole dispute settle while it watches.
+FAST_PARAMS = DeployParams(unbond_delay=60, commit_timeout=600, round_timeout=30, vote_timeout=10,
+                           referee_min_stake=10 * CREDIT, swarm_round_duration=60)
+node_app = typer.Typer(help="This node: registration, stake, unbonding, and the running node's status.",
+                       no_args_is_help=True)
 
 
 def credits_to_units(text: str, what: str) -> int:
@@ -33,7 +41,9 @@ def credits_to_units(text: str, what: str) -> int:
 
 
 def units_to_credits(units: int) -> str:
-    return format(Decimal(units) / CREDIT, "f").rstrip("0").rstrip(".") if units else "0"
+    text = format(Decimal(units) / CREDIT, "f")
+    # Trailing zeros go only after a decimal point: 1000 credits must not print as "1".
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def connect(st: State, with_account: bool) -> Ledger:
@@ -72,6 +82,8 @@ def devnet(
     port: int = typer.Option(8545, "--port", min=0, max=65535, help="TCP port on 127.0.0.1 (0 picks a free one)."),
     data: Path = typer.Option(None, "--data", help="Chain data directory (default: <home>/devnet).", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (url, chain id, contracts, dev accounts) once it serves."),
+    fast: bool = typer.Option(False, "--fast", help="Deploy with deadlines of seconds instead of hours (dispute rounds 30 s, "
+                              "votes 10 s, unbonding 60 s), for demos and tests; only on the first start."),
 ):
     """Run the embedded EVM chain on 127.0.0.1 with bitswarm's contracts deployed; survives restarts."""
     from bitswarm.ledger.devnet import Devnet, DevnetError
@@ -82,7 +94,7 @@ def devnet(
 
         def setup(net: Devnet) -> dict:
             err.print("[dim]first start: deploying bitswarm's contracts…[/]")
-            return setup_devnet(net)
+            return setup_devnet(net, FAST_PARAMS if fast else DeployParams())
 
         net = Devnet(data_dir, port=port, setup=setup)
         try:
@@ -260,3 +272,75 @@ def unbond(
         else:
             out.print(f"unbonding {units_to_credits(result['unbonding'])} credits; withdraw with "
                       f"`bitswarm node unbond --withdraw` after unix time {result['release_time']}")
+
+
+def node_api_url(st: State) -> str:
+    """The running node's API: what it wrote in <home>/node.json, else the configured host and port."""
+    info_file = st.paths.node_info_file
+    if info_file.is_file():
+        try:
+            return json.loads(info_file.read_text("utf-8"))["api_url"].rstrip("/")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UserError(f"{info_file} is damaged (no api_url); delete it, the node writes it again on start") from None
+    s = st.settings()
+    host = f"[{s.api_host}]" if ":" in s.api_host else s.api_host
+    return f"http://{host}:{s.api_port}"
+
+
+def node_api_get(url: str, path: str) -> dict:
+    """GET one JSON document from the node's API (stdlib only: a status check needs no HTTP library)."""
+    try:
+        with urllib.request.urlopen(url + path, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        try:
+            message = json.loads(e.read()).get("error", e.reason)
+        except ValueError:
+            message = e.reason
+        raise UserError(f"the node at {url} answered {path} with {e.code}: {message}") from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, (ConnectionRefusedError, FileNotFoundError)):
+            raise UserError(f"no node is running at {url}; start one with `bitswarm node run`") from None
+        raise UserError(f"the node at {url} did not answer ({reason}); is `bitswarm node run` running there?") from None
+
+
+@node_app.command("status")
+def node_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
+    """What the running node reports through its API: who it is, how far it follows the chain, its balances."""
+    from rich.table import Table
+
+    with reporting(as_json):
+        url = node_api_url(state(ctx))
+        status_, balances = node_api_get(url, "/status"), node_api_get(url, "/balances")
+        if as_json:
+            emit_json({"api_url": url, "status": status_, "balances": balances})
+            return
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column()
+
+        def credits(key: str) -> str:
+            return "-" if balances.get(key) is None else f"{units_to_credits(balances[key])} credits"
+
+        uptime = status_.get("uptime_s")
+        rows = [
+            ("state", status_.get("state")),
+            ("address", status_.get("address")),
+            ("peer id", status_.get("peer_id")),
+            ("roles", ",".join(status_.get("roles") or []) or "-"),
+            ("chain block", status_.get("block")),
+            ("last processed", status_.get("last_block")),
+            ("uptime", f"{uptime:.0f} s" if uptime is not None else None),
+            ("version", status_.get("version")),
+            ("api", url),
+            ("p2p", "\n".join(status_.get("maddrs") or []) or "-"),
+            ("credits", credits("token")),
+            ("stake", credits("stake")),
+            ("locked", credits("locked")),
+            ("unbonding", credits("unbonding")),
+            ("eth", "-" if balances.get("eth") is None else f"{units_to_credits(balances['eth'])} ETH"),
+        ]
+        for name, value in rows:
+            table.add_row(name, "-" if value is None else str(value))
+        out.print(table)

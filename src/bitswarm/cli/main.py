@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from bitswarm import __version__
-from bitswarm.cli import config_cmd, identity_cmd, ledger_cmd, model_cmd, store_cmd, swarm_cmd, verify_cmd
+from bitswarm.cli import config_cmd, identity_cmd, job_cmd, ledger_cmd, model_cmd, node_cmd, store_cmd, swarm_cmd, verify_cmd
 from bitswarm.cli.generate_cmd import generate
 from bitswarm.cli.train_cmd import spec_app, train
 from bitswarm.cli.state import State
@@ -34,7 +34,9 @@ app.command("infer")(verify_cmd.infer)
 app.command("eval")(verify_cmd.evaluate)
 app.command("devnet")(ledger_cmd.devnet)
 app.add_typer(ledger_cmd.ledger_app, name="ledger")
+ledger_cmd.node_app.command("run")(node_cmd.run)
 app.add_typer(ledger_cmd.node_app, name="node")
+app.add_typer(job_cmd.app, name="job")
 app.add_typer(swarm_cmd.app, name="swarm")
 
 

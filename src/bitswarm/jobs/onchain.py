@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from bitswarm.ledger.client import DISPUTE_PHASE, Ledger
 from bitswarm.ledger.errors import RevertError
-from bitswarm.verify import merkle
+from bitswarm.verify import attest, merkle
 from bitswarm.verify.game import Party, Referee, rule
 from bitswarm.verify.merkle import siblings
 
@@ -43,6 +43,18 @@ def commit_result(ledger: Ledger, job_id: int, solver: Party, result_cid: str):
 def challenge(ledger: Ledger, job_id: int, challenger: Party):
     """A verifier challenges with its own root and last leaf (the contract refuses equal results)."""
     return ledger.challenge(job_id, challenger.root, *last_leaf(challenger))
+
+
+def attest_audit(ledger: Ledger, job_id: int, verifier: Party):
+    """A verifier that re-executed the job and agrees with its result commits to its
+    attestation of the drawn audit leaf, bound to its own address (during the challenge window)."""
+    k = ledger.job(job_id)["audit_leaf"]
+    return ledger.attest(job_id, attest.commitment(attest.attestation(verifier, k), ledger.address))
+
+
+def reveal_audit(ledger: Ledger, job_id: int, party: Party):
+    """The solver or an attester reveals its attestation of the audit leaf (after the window)."""
+    return ledger.reveal(job_id, attest.attestation(party, ledger.job(job_id)["audit_leaf"]))
 
 
 @dataclass

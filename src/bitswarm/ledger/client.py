@@ -359,16 +359,19 @@ class Ledger:
 
     def post_job(
         self, spec_cid: str | bytes, kind: str, num_leaves: int, bounty: int, solver_stake: int, challenge_window: int,
-        *, ops_per_leaf: int,
+        *, ops_per_leaf: int, verify_fee: int = 0,
     ) -> int:
         """`ops_per_leaf` is the number of traced ops in one leaf's computation (a function of
-        the spec); the contract takes it right after `num_leaves`."""
+        the spec); the contract takes it right after `num_leaves`. `verify_fee` (< bounty) is
+        reserved out of the bounty for the verifiers whose attestation matches the solver's."""
         if kind not in KINDS:
             raise LedgerError(f"job kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        if not 0 <= verify_fee < bounty:
+            raise LedgerError(f"verify_fee must be at least 0 and below the bounty ({bounty}), not {verify_fee}")
         self._ensure_allowance("JobMarket", bounty)
         rc = self.transact(
             "JobMarket", "post_job", cid_bytes(spec_cid), KINDS[kind], num_leaves, ops_per_leaf, bounty, solver_stake,
-            challenge_window,
+            challenge_window, verify_fee,
         )
         return rc.event("JobPosted")["job_id"]
 
@@ -418,7 +421,37 @@ class Ledger:
         return self.call("JobMarket", "vote_weight", job_id, referee or self.address)
 
     def job(self, job_id: int) -> dict:
-        return self._struct("JobMarket", "get_job", job_id)
+        """The job record, with its verification pay from the audit record (which the contract
+        keeps apart so that dispute calls do not read it): verify_fee, audit_leaf (drawn at
+        commit when verify_fee > 0) and reveal_deadline."""
+        audit = self.audit(job_id)
+        return {**self._struct("JobMarket", "get_job", job_id),
+                **{k: audit[k] for k in ("verify_fee", "audit_leaf", "reveal_deadline")}}
+
+    # -- verification pay (verify.attest computes the values) -------------------------------------
+
+    def attest(self, job_id: int, commitment: str | bytes) -> Receipt:
+        """As a verifier, within the challenge window: commit to keccak256(attestation ‖ this
+        address) (verify.attest.commitment). Locks the market's min_stake until the job settles."""
+        return self.transact("JobMarket", "attest", job_id, cid_bytes(commitment))
+
+    def reveal(self, job_id: int, attestation: str | bytes) -> Receipt:
+        """After the challenge window, before the job's reveal_deadline: the solver reveals its
+        attestation of the audit leaf, an attester the one its commitment binds."""
+        return self.transact("JobMarket", "reveal", job_id, cid_bytes(attestation))
+
+    def attestation_of(self, job_id: int, address: str | None = None) -> dict:
+        """{commitment, value, revealed} of `address` (default: this account) for the job."""
+        return self._struct("JobMarket", "get_attestation", job_id, address or self.address)
+
+    def audit(self, job_id: int) -> dict:
+        """The job's verification pay and round: {verify_fee, audit_leaf, reveal_deadline,
+        solver_value, solver_revealed, attesters, revealed}."""
+        return self._struct("JobMarket", "get_audit", job_id)
+
+    def attesters(self, job_id: int) -> list[str]:
+        """The job's attesters, in the order they attested."""
+        return [self.call("JobMarket", "attester_at", job_id, i) for i in range(self.audit(job_id)["attesters"])]
 
     def dispute(self, job_id: int) -> dict:
         return self._struct("JobMarket", "get_dispute", job_id)

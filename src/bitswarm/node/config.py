@@ -40,7 +40,7 @@ class Settings(BaseSettings):
         "127.0.0.1",
         description="address the node's HTTP API binds to; loopback unless you mean to expose it",
     )
-    api_port: int = Field(8700, ge=1, le=65535, description="TCP port of the node's HTTP API")
+    api_port: int = Field(8700, ge=0, le=65535, description="TCP port of the node's HTTP API (0 picks a free one)")
     threads: int | None = Field(
         None,
         ge=1,
@@ -50,6 +50,38 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="how much the node logs"
     )
+    roles: list[Literal["solver", "verifier", "referee"]] = Field(
+        ["solver", "verifier", "referee"],
+        description="what `bitswarm node run` does: solve jobs, audit others' results, referee disputes "
+        "(each also needs that role registered on chain with `bitswarm node register --roles`)",
+    )
+    listen: list[str] = Field(
+        ["/ip4/127.0.0.1/tcp/0"],
+        description="libp2p multiaddrs the node listens on for peers (use /ip4/0.0.0.0/tcp/PORT to be reachable "
+        "from other machines)",
+    )
+    bootstrap: list[str] = Field(
+        [], description="multiaddrs (ending in /p2p/<peer id>) of peers to join the network through"
+    )
+    solver_kinds: list[Literal["train", "infer", "eval"]] = Field(
+        ["train", "infer", "eval"], description="job kinds this node claims as a solver"
+    )
+    max_model_bytes: int = Field(
+        4 * 2**30, ge=0, description="memory budget: the largest model (bytes) this node claims a job for"
+    )
+    max_steps: int = Field(
+        10_000, ge=1, description="the most leaves (training steps, tokens, batches) a job may have for this node to claim it"
+    )
+    verify_sample_rate: float = Field(
+        0.1, gt=0, le=1,
+        description="share of a committed job's steps a verifier re-executes (at least one, plus the drawn audit step)",
+    )
+    serve_blobs: Literal["announced", "all", "none"] = Field(
+        "announced",
+        description="which blobs peers may fetch from this node: announced (job specs, inputs and results this "
+        "node published; the safe default), all (everything in the store), none",
+    )
+    poll_seconds: float = Field(1.0, gt=0, le=60, description="how often the node reads the chain")
 
     @field_validator("rpc_url")
     @classmethod

@@ -131,3 +131,9 @@ def unlock(home: Path, passphrase: str) -> LocalAccount:
             raise WrongPassphrase(f"wrong passphrase for {account_file}") from None
         raise IdentityError(f"{account_file} could not be decrypted: {e}") from None
     return Account.from_key(key)
+
+
+def peer_private_key(home: Path):
+    """The libp2p key the node's peer-to-peer daemon runs as (its peer id is the registered one)."""
+    load(home)  # the same checks and messages as everywhere else
+    return peer_key.decode_private(_paths(home)[1].read_bytes())

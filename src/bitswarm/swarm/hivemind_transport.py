@@ -105,7 +105,7 @@ def _kill_if_live_p2pd(pid: int) -> None:
         pass
 
 
-def _stop_dht(dht: Any) -> None:
+def stop_dht(dht: Any) -> None:
     """Shut a DHT down and make sure its p2pd went with it.
 
     A DHT killed mid-start-up (our timeout) dies by SIGTERM without running hivemind's cleanup,
@@ -118,6 +118,61 @@ def _stop_dht(dht: Any) -> None:
         log.debug("DHT shutdown: %r", e)
     for pid in children:
         _kill_if_live_p2pd(pid)
+
+
+def start_dht(
+    priv: Ed25519PrivateKey,
+    *,
+    initial_peers: Sequence[str],
+    host_maddrs: Sequence[str],
+    start_timeout_s: float,
+    record_validators: Sequence[Any],
+    dht_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """A running hivemind.DHT whose p2pd has `priv` as its libp2p identity, or a TransportError.
+
+    Shared by every bitswarm service on hivemind (rollout records, blob exchange), so each start
+    is checked and diagnosed the same way. The caller checks the daemon's peer id and stops the
+    DHT with stop_dht().
+    """
+    problem = diagnose_p2pd(p2pd_path())
+    if problem is not None:
+        raise problem
+    peers = [check_bootstrap_maddr(m) for m in initial_peers]
+    hosts = [str(m) for m in host_maddrs]
+    hivemind = _import_hivemind()
+    with tempfile.TemporaryDirectory(prefix="bitswarm-p2p-") as tmp:  # mode 0700
+        identity = os.path.join(tmp, "identity.key")
+        fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(_libp2p_private_key(priv))
+        dht = hivemind.DHT(
+            initial_peers=peers or None,
+            start=False,
+            host_maddrs=hosts,
+            identity_path=identity,
+            # hivemind's "is this identity taken" probe parses the key file as RSA and
+            # fails on Ed25519; it also starts a second daemon. Our key is ours alone.
+            check_if_identity_free=False,
+            startup_timeout=start_timeout_s,
+            record_validators=list(record_validators),
+            **dict(dht_options or {}),
+        )
+        try:
+            # The DHT process is forked here and keeps these filters: hivemind's P2P.create
+            # calls the deprecated importlib.resources.path, warning on every start.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                # P2P gives up at start_timeout_s; the margin covers the DHT's bootstrap pings.
+                dht.run_in_background(await_ready=True, timeout=start_timeout_s + 15)
+        except BaseException as e:
+            stop_dht(dht)
+            if not isinstance(e, Exception):
+                raise
+            raise diagnose_start_failure(
+                e, host_maddrs=hosts, initial_peers=peers, timeout_s=start_timeout_s
+            ) from e
+    return dht
 
 
 _LIVE: weakref.WeakSet[HivemindTransport] = weakref.WeakSet()
@@ -164,45 +219,15 @@ class HivemindTransport:
         self._lock = threading.Lock()  # DHT calls go down one pipe; keep threads from interleaving
         self._dht: Any = None
 
-        problem = diagnose_p2pd(p2pd_path())
-        if problem is not None:
-            raise problem
-        peers = [check_bootstrap_maddr(m) for m in initial_peers]
-        hosts = [str(m) for m in host_maddrs]
-        hivemind = _import_hivemind()
-        self._get_dht_time = hivemind.utils.get_dht_time
-
-        with tempfile.TemporaryDirectory(prefix="bitswarm-p2p-") as tmp:  # mode 0700
-            identity = os.path.join(tmp, "identity.key")
-            fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(_libp2p_private_key(priv))
-            dht = hivemind.DHT(
-                initial_peers=peers or None,
-                start=False,
-                host_maddrs=hosts,
-                identity_path=identity,
-                # hivemind's "is this identity taken" probe parses the key file as RSA and
-                # fails on Ed25519; it also starts a second daemon. Our key is ours alone.
-                check_if_identity_free=False,
-                startup_timeout=start_timeout_s,
-                record_validators=[_signed_record_validator(max_record_bytes)],
-                **dict(dht_options or {}),
-            )
-            try:
-                # The DHT process is forked here and keeps these filters: hivemind's P2P.create
-                # calls the deprecated importlib.resources.path, warning on every start.
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    # P2P gives up at start_timeout_s; the margin covers the DHT's bootstrap pings.
-                    dht.run_in_background(await_ready=True, timeout=start_timeout_s + 15)
-            except BaseException as e:
-                _stop_dht(dht)
-                if not isinstance(e, Exception):
-                    raise
-                raise diagnose_start_failure(
-                    e, host_maddrs=hosts, initial_peers=peers, timeout_s=start_timeout_s
-                ) from e
+        dht = start_dht(
+            priv,
+            initial_peers=initial_peers,
+            host_maddrs=host_maddrs,
+            start_timeout_s=start_timeout_s,
+            record_validators=[_signed_record_validator(max_record_bytes)],
+            dht_options=dht_options,
+        )
+        self._get_dht_time = _import_hivemind().utils.get_dht_time
         self._dht = dht
         _LIVE.add(self)
 
@@ -282,7 +307,7 @@ class HivemindTransport:
         dht, self._dht = self._dht, None
         if dht is not None:
             _LIVE.discard(self)
-            _stop_dht(dht)
+            stop_dht(dht)
 
     def __enter__(self) -> Self:
         return self

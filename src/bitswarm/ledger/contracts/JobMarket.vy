@@ -21,6 +21,17 @@
         live referees of a dispute hold more stake than any coalition voting against them.
         Splitting stake across accounts adds no weight, so sybil referees buy nothing, and a
         referee that votes for the loser loses the stake it voted with.
+
+        Verification pay: a poster may reserve `verify_fee` of the bounty for verifiers. At
+        commit the contract draws an audit leaf; during the challenge window a verifier that
+        re-executed the job attests with keccak256(value ‖ its address), where value is the
+        Merkle root of its op-trace digests of the audit leaf (the trace root it would commit
+        in a dispute, published nowhere else), and locks min_stake. After the window the
+        solver reveals its own value and each attester its value, which must open its
+        commitment. At finalize the fee is split among the attesters whose value equals the
+        solver's; the rest goes back to the poster. Copying anything public (a leaf, the
+        root) or another verifier's commitment (bound to its address) earns nothing. A
+        disputed job voids its attestations: the dispute decides who gets the whole bounty.
 """
 
 from ethereum.ercs import IERC20
@@ -58,6 +69,8 @@ MAX_LEAVES: constant(uint256) = 2**32
 MAX_CHALLENGE_WINDOW: constant(uint256) = 30 * 86400
 # 2**32 leaves need 32 siblings; 64 leaves room without an unbounded loop.
 MAX_PROOF: constant(uint256) = 64
+# Verifiers that may attest to one job: settlement walks this list, so it is bounded.
+MAX_ATTESTERS: constant(uint256) = 16
 
 struct Job:
     poster: address
@@ -78,6 +91,25 @@ struct Job:
     result_leaf: bytes32
     commit_deadline: uint256
     challenge_deadline: uint256
+
+# A job's verification pay, kept apart from Job: every dispute call reads the whole Job, and
+# none of these fields.
+struct Audit:
+    # The part of the bounty reserved for verifiers (0: no verification pay, no audit).
+    verify_fee: uint256
+    # Drawn at commit when verify_fee > 0: the leaf whose op trace verifiers attest to.
+    audit_leaf: uint256
+    # Reveals run from challenge_deadline (exclusive) to here: one more challenge_window.
+    reveal_deadline: uint256
+    solver_value: bytes32
+    solver_revealed: bool
+    attesters: uint256  # how many attested (at most MAX_ATTESTERS)
+    revealed: uint256  # how many of them revealed
+
+struct Attestation:
+    commitment: bytes32  # keccak256(value ‖ attester)
+    value: bytes32  # set at reveal
+    revealed: bool
 
 struct Dispute:
     challenger: address
@@ -121,6 +153,7 @@ event JobPosted:
     bounty: uint256
     solver_stake: uint256
     challenge_window: uint256
+    verify_fee: uint256
 
 event JobCancelled:
     job_id: indexed(uint256)
@@ -139,10 +172,34 @@ event ResultCommitted:
     result_leaf: bytes32
     challenge_deadline: uint256
 
+event AuditDrawn:
+    job_id: indexed(uint256)
+    audit_leaf: uint256
+    verify_fee: uint256
+    reveal_deadline: uint256
+
+event Attested:
+    job_id: indexed(uint256)
+    attester: indexed(address)
+    commitment: bytes32
+
+event Revealed:
+    job_id: indexed(uint256)
+    party: indexed(address)  # the solver or an attester
+    attestation: bytes32
+
+event VerifierPaid:
+    job_id: indexed(uint256)
+    verifier: indexed(address)
+    amount: uint256
+
 event JobFinalized:
     job_id: indexed(uint256)
     solver: indexed(address)
     bounty: uint256
+    solver_paid: uint256  # the bounty less the verification fee
+    verifiers_paid: uint256  # attesters whose value matched the solver's, each paid an equal share
+    fee_refund: uint256  # the fee no verifier earned (all of it without a match, else the dust): to the poster
 
 event JobChallenged:
     job_id: indexed(uint256)
@@ -220,6 +277,10 @@ vote_weight: public(HashMap[uint256, HashMap[address, uint256]])
 vote_side: public(HashMap[uint256, HashMap[address, bool]])
 jobs: HashMap[uint256, Job]
 disputes: HashMap[uint256, Dispute]
+audits: HashMap[uint256, Audit]
+attestations: HashMap[uint256, HashMap[address, Attestation]]
+# The attesters of a job in the order they attested, indices 0 .. audits[job].attesters - 1.
+attester_at: public(HashMap[uint256, HashMap[uint256, address]])
 
 
 @deploy
@@ -256,6 +317,7 @@ def post_job(
     bounty: uint256,
     solver_stake: uint256,
     challenge_window: uint256,
+    verify_fee: uint256,
 ) -> uint256:
     assert spec_cid != empty(bytes32), "market: empty spec cid"
     assert kind <= KIND_EVAL, "market: bad kind"
@@ -264,6 +326,8 @@ def post_job(
     # on) cannot be committed at all.
     assert ops_per_leaf >= 1 and ops_per_leaf <= MAX_LEAVES, "market: bad op count"
     assert bounty > 0, "market: zero bounty"
+    # The solver keeps a part of every bounty: work that pays only its verifiers is not a job.
+    assert verify_fee < bounty, "market: fee not below bounty"
     assert solver_stake >= min_stake, "market: stake below minimum"
     assert challenge_window >= 1 and challenge_window <= MAX_CHALLENGE_WINDOW, "market: bad challenge window"
     job_id: uint256 = self.next_job_id
@@ -285,6 +349,8 @@ def post_job(
         commit_deadline=0,
         challenge_deadline=0,
     )
+    if verify_fee > 0:
+        self.audits[job_id].verify_fee = verify_fee
     log JobPosted(
         job_id=job_id,
         poster=msg.sender,
@@ -295,6 +361,7 @@ def post_job(
         bounty=bounty,
         solver_stake=solver_stake,
         challenge_window=challenge_window,
+        verify_fee=verify_fee,
     )
     assert extcall token.transferFrom(msg.sender, self, bounty), "market: token transfer failed"
     return job_id
@@ -348,17 +415,116 @@ def commit_result(
         job_id=job_id, result_root=result_root, result_cid=result_cid, result_leaf=result_leaf,
         challenge_deadline=deadline
     )
+    fee: uint256 = self.audits[job_id].verify_fee
+    if fee > 0:
+        # The solver can predict the draw (it picks the block): that is harmless, since the
+        # attestation only has to prove that a verifier re-executed, not catch the solver.
+        seed: bytes32 = keccak256(concat(blockhash(block.number - 1), convert(job_id, bytes32), result_root))
+        audit_leaf: uint256 = convert(seed, uint256) % job.num_leaves
+        reveal_deadline: uint256 = deadline + job.challenge_window
+        self.audits[job_id].audit_leaf = audit_leaf
+        self.audits[job_id].reveal_deadline = reveal_deadline
+        log AuditDrawn(job_id=job_id, audit_leaf=audit_leaf, verify_fee=fee, reveal_deadline=reveal_deadline)
 
 
 @external
 def finalize(job_id: uint256):
+    """Pays an unchallenged job: the bounty less verify_fee to the solver, the fee in equal
+    shares to the attesters whose revealed value equals the solver's (none, or no solver
+    reveal: all of it back to the poster, as is the dust of the split). Once anyone attested,
+    finalizing waits for the reveal period to end or for the solver and every attester to
+    reveal."""
     job: Job = self._job(job_id)
     assert job.status == COMMITTED, "market: job not committed"
     assert block.timestamp > job.challenge_deadline, "market: challenge window open"
+    a: Audit = empty(Audit)
+    if self.audits[job_id].verify_fee > 0:  # a job without the fee has no more audit to read
+        a = self.audits[job_id]
+    if a.attesters > 0 and block.timestamp <= a.reveal_deadline:
+        assert a.solver_revealed and a.revealed == a.attesters, "market: reveal period open"
     self.jobs[job_id].status = DONE
-    log JobFinalized(job_id=job_id, solver=job.solver, bounty=job.bounty)
+    matched: uint256 = 0
+    if a.solver_revealed:
+        for i: uint256 in range(MAX_ATTESTERS):
+            if i == a.attesters:
+                break
+            if self._matches(job_id, self.attester_at[job_id][i], a.solver_value):
+                matched += 1
+    share: uint256 = 0
+    if matched > 0:
+        share = a.verify_fee // matched
+    refund: uint256 = a.verify_fee - share * matched
+    log JobFinalized(
+        job_id=job_id, solver=job.solver, bounty=job.bounty, solver_paid=job.bounty - a.verify_fee,
+        verifiers_paid=matched, fee_refund=refund
+    )
     extcall registry.unlock(job.solver, job.solver_stake)
-    self._pay(job.solver, job.bounty)
+    self._pay(job.solver, job.bounty - a.verify_fee)
+    if matched > 0:
+        for i: uint256 in range(MAX_ATTESTERS):
+            if i == a.attesters:
+                break
+            who: address = self.attester_at[job_id][i]
+            if self._matches(job_id, who, a.solver_value):
+                log VerifierPaid(job_id=job_id, verifier=who, amount=share)
+                self._pay(who, share)
+    if refund > 0:
+        self._pay(job.poster, refund)
+    self._unlock_attesters(job_id, a.attesters)
+
+
+# ---------------------------------------------------------------- verification pay
+
+@external
+def attest(job_id: uint256, commitment: bytes32):
+    """A verifier that re-executed the job commits, while the challenge window is open, to
+    keccak256(value ‖ its address), value being the Merkle root of its op-trace digests of
+    leaf audit_leaf (verify.attest). Locks min_stake until the job is finalized or its dispute
+    settled, so every attester (sybils included) holds capital for the whole round."""
+    job: Job = self._job(job_id)
+    assert job.status == COMMITTED, "market: job not committed"
+    assert block.timestamp <= job.challenge_deadline, "market: challenge window closed"
+    assert self.audits[job_id].verify_fee > 0, "market: no verification fee"
+    assert staticcall registry.has_role(msg.sender, VERIFIER), "market: not a verifier"
+    # The solver knows its own trace and the poster gets the unpaid fee back: neither may
+    # take the verifiers' pay.
+    assert msg.sender != job.solver, "market: solver cannot attest"
+    assert msg.sender != job.poster, "market: poster cannot attest"
+    assert commitment != empty(bytes32), "market: empty commitment"
+    assert self.attestations[job_id][msg.sender].commitment == empty(bytes32), "market: already attested"
+    n: uint256 = self.audits[job_id].attesters
+    assert n < MAX_ATTESTERS, "market: attesters full"
+    self.attestations[job_id][msg.sender].commitment = commitment
+    self.attester_at[job_id][n] = msg.sender
+    self.audits[job_id].attesters = n + 1
+    log Attested(job_id=job_id, attester=msg.sender, commitment=commitment)
+    extcall registry.lock(msg.sender, min_stake)
+
+
+@external
+def reveal(job_id: uint256, attestation: bytes32):
+    """After the challenge window (so nobody can copy a revealed value into a commitment) and
+    until reveal_deadline: the solver reveals its own value of the audit leaf, each attester
+    the value its commitment binds."""
+    job: Job = self._job(job_id)
+    assert job.status == COMMITTED, "market: job not committed"
+    assert self.audits[job_id].verify_fee > 0, "market: no verification fee"
+    assert block.timestamp > job.challenge_deadline, "market: challenge window open"
+    assert block.timestamp <= self.audits[job_id].reveal_deadline, "market: reveal period over"
+    assert attestation != empty(bytes32), "market: empty attestation"
+    if msg.sender == job.solver:
+        assert not self.audits[job_id].solver_revealed, "market: already revealed"
+        self.audits[job_id].solver_revealed = True
+        self.audits[job_id].solver_value = attestation
+    else:
+        att: Attestation = self.attestations[job_id][msg.sender]
+        assert att.commitment != empty(bytes32), "market: no attestation"
+        assert not att.revealed, "market: already revealed"
+        assert self._commitment(attestation, msg.sender) == att.commitment, "market: reveal does not match the commitment"
+        self.attestations[job_id][msg.sender].revealed = True
+        self.attestations[job_id][msg.sender].value = attestation
+        self.audits[job_id].revealed += 1
+    log Revealed(job_id=job_id, party=msg.sender, attestation=attestation)
 
 
 # ---------------------------------------------------------------- dispute game
@@ -572,6 +738,25 @@ def get_dispute(job_id: uint256) -> Dispute:
 
 
 @external
+@view
+def get_audit(job_id: uint256) -> Audit:
+    return self.audits[job_id]
+
+
+@external
+@view
+def get_attestation(job_id: uint256, attester: address) -> Attestation:
+    return self.attestations[job_id][attester]
+
+
+@external
+@pure
+def commitment(attestation: bytes32, attester: address) -> bytes32:
+    """What `attester` commits to: keccak256(attestation ‖ attester), 52 bytes packed."""
+    return self._commitment(attestation, attester)
+
+
+@external
 @pure
 def verify_proof(
     leaf: bytes32, proof: DynArray[bytes32, MAX_PROOF], index: uint256, n_leaves: uint256, root: bytes32
@@ -690,6 +875,27 @@ def _verify_proof(
 
 
 @internal
+@pure
+def _commitment(attestation: bytes32, attester: address) -> bytes32:
+    return keccak256(concat(attestation, convert(attester, bytes20)))
+
+
+@internal
+@view
+def _matches(job_id: uint256, attester: address, solver_value: bytes32) -> bool:
+    att: Attestation = self.attestations[job_id][attester]
+    return att.revealed and att.value == solver_value
+
+
+@internal
+def _unlock_attesters(job_id: uint256, n: uint256):
+    for i: uint256 in range(MAX_ATTESTERS):
+        if i == n:
+            break
+        extcall registry.unlock(self.attester_at[job_id][i], min_stake)
+
+
+@internal
 def _pay(to: address, amount: uint256):
     assert extcall token.transfer(to, amount), "market: token transfer failed"
 
@@ -714,3 +920,6 @@ def _settle(job_id: uint256, solver_wins: bool, reason: String[32]):
     extcall registry.slash(loser, job.solver_stake, winner)
     extcall registry.unlock(winner, job.solver_stake)
     self._pay(job.solver if solver_wins else job.poster, job.bounty)
+    # A dispute voids the job's attestations (the fee follows the bounty): only their stake
+    # comes back.
+    self._unlock_attesters(job_id, self.audits[job_id].attesters)

@@ -1,0 +1,176 @@
+"""A real network on loopback for node tests: a devnet process and `bitswarm node run` processes.
+
+Nothing here is a stand-in: the chain is `bitswarm devnet --fast` in its own process, every node
+is `bitswarm node run` in its own process with its own data directory, identity, libp2p daemon
+and HTTP API, and tests talk to them as a person would (the CLI, the API, the chain).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from web3 import Web3
+
+from bitswarm.ledger.client import CREDIT, Ledger
+from bitswarm.ledger.deployment import Deployment
+from bitswarm.node import identity
+
+PASS = "correct horse battery"
+BIN = str(Path(sys.executable).with_name("bitswarm"))
+
+
+def env() -> dict:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("BITSWARM_")}
+    return {**e, "BITSWARM_PASSPHRASE": PASS, "PYTHONUNBUFFERED": "1", "NUMBA_NUM_THREADS": "1"}
+
+
+def cli(home: Path, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([BIN, "--home", str(home), *args], capture_output=True, text=True, env=env(), timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"bitswarm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def cli_json(home: Path, *args: str, **kw) -> dict:
+    return json.loads(cli(home, *args, "--json", **kw).stdout)
+
+
+def wait_for(what: str, fn, timeout: float = 120, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except (OSError, ValueError, KeyError) as e:  # a node restarting, a file half written
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Chain:
+    home: Path
+    proc: subprocess.Popen
+    url: str
+    deployment: Deployment
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def fund(self, address: str, credits: int) -> None:
+        w3 = Web3(Web3.HTTPProvider(self.url))
+        answer = w3.provider.make_request("bitswarm_fund", [address, 10 * 10**18, credits * CREDIT])
+        assert "result" in answer, answer
+
+
+def start_chain(home: Path) -> Chain:
+    home.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([BIN, "--home", str(home), "devnet", "--port", "0", "--fast", "--json"],
+                            stdout=subprocess.PIPE, stderr=open(home / "devnet.log", "w"), text=True, env=env(),
+                            start_new_session=True)
+    line = proc.stdout.readline()
+    if not line:
+        raise AssertionError("devnet exited:\n" + (home / "devnet.log").read_text())
+    info = json.loads(line)
+    w3 = Web3(Web3.HTTPProvider(info["url"]))
+    dep = Deployment.from_json(w3.provider.make_request("bitswarm_deployment", [])["result"], "devnet")
+    return Chain(home, proc, info["url"], dep)
+
+
+@dataclass
+class NodeProc:
+    name: str
+    home: Path
+    chain: Chain
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    starts: int = 0
+
+    @property
+    def address(self) -> str:
+        return identity.load(self.home).address
+
+    def ledger(self) -> Ledger:
+        return Ledger(self.chain.url, self.chain.deployment, identity.unlock(self.home, PASS))
+
+    def info(self) -> dict:
+        return json.loads((self.home / "node.json").read_text())
+
+    def start(self, *extra: str) -> "NodeProc":
+        self.starts += 1
+        log = open(self.home / f"node-{self.starts}.log", "w")
+        self.proc = subprocess.Popen([BIN, "--home", str(self.home), "node", "run", "--api-port", "0",
+                                      *self.args, *extra], stdout=log, stderr=subprocess.STDOUT, env=env(),
+                                     start_new_session=True)
+        wait_for(f"{self.name} to serve", lambda: self._up(), timeout=120)
+        return self
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited {self.proc.returncode}:\n{self.log()}")
+        return self.info().get("pid") == self.proc.pid
+
+    def log(self) -> str:
+        return (self.home / f"node-{self.starts}.log").read_text()
+
+    def api(self, path: str) -> dict:
+        with urllib.request.urlopen(self.info()["api_url"] + path, timeout=10) as r:
+            return json.loads(r.read())
+
+    def bootstrap_addr(self) -> str:
+        info = self.info()
+        addr = info["maddrs"][0]
+        return addr if "/p2p/" in addr else f"{addr}/p2p/{info['peer_id']}"
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise AssertionError(f"{self.name} did not stop within {timeout} s:\n{self.log()}")
+
+    def kill9(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)  # the node and its libp2p daemon, as a crash would
+        self.proc.wait(30)
+
+
+def make_node(root: Path, name: str, chain: Chain, roles: str, stake: int = 200, credits: int = 1000,
+              args: list[str] | None = None, sample_rate: float = 0.25) -> NodeProc:
+    home = root / name
+    home.mkdir(parents=True)
+    (home / "config.toml").write_text(f'rpc_url = "{chain.url}"\npoll_seconds = 0.5\nverify_sample_rate = {sample_rate}\n')
+    ident = identity.create(home, PASS)
+    chain.fund(ident.address, credits)
+    node = NodeProc(name, home, chain, args or [])
+    if roles:
+        from bitswarm.ledger.client import ROLE_NAMES
+
+        lg = node.ledger()
+        bits = 0
+        for r in roles.split(","):
+            bits |= ROLE_NAMES[r]
+        lg.register(ident.peer_id, bits)
+        lg.stake(stake * CREDIT)
+        node.args = ["--roles", roles, *node.args]
+    else:
+        node.args = ["--roles", "", *node.args]
+    return node
