@@ -148,6 +148,20 @@ class NodeProc:
             os.killpg(self.proc.pid, signal.SIGKILL)
             raise AssertionError(f"{self.name} did not stop within {timeout} s:\n{self.log()}")
 
+    def leftovers(self) -> list[int]:
+        """Processes still alive in the node's process group (its libp2p daemon, say)."""
+        if self.proc is None:
+            return []
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.proc.pid and fields[0] != "Z":  # pgrp, state
+                found.append(int(stat.parent.name))
+        return found
+
     def kill9(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)  # the node and its libp2p daemon, as a crash would
         self.proc.wait(30)

@@ -8,6 +8,7 @@ dispute on chain and is slashed. Every actor is its own process, as on separate 
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
@@ -33,6 +34,7 @@ def net(tmp_path_factory):
         model = init_model(BlobStore(poster.home / "store"), "tiny", 0)
         spec = example_spec(model, steps=6).model_copy(update={"seq_len": 16, "global_batch": 2, "checkpoint_every": 2})
         (root / "spec.yaml").write_text(spec.to_yaml())
+        (root / "infer.yaml").write_text(f"model: {model}\nprompt: Add two and three.\nmax_new_tokens: 6\n")
         long = spec.model_copy(update={"steps": 40, "seq_len": 32, "global_batch": 4, "checkpoint_every": 5})
         (root / "long.yaml").write_text(long.to_yaml())
         poster.start()
@@ -80,9 +82,40 @@ def test_an_honest_train_job_is_solved_verified_settled_and_paid(net, tmp_path):
     assert final.hash() == res["final_state_hash"] and final.step == 6
 
 
+def test_an_infer_job_is_solved_verified_and_its_record_returned(net, tmp_path):
+    nodes = net["nodes"]
+    job_id = _submit(net, "infer.yaml", "--kind", "infer")
+    wait_for("the job to settle", lambda: _status(net, job_id) in ("done", "failed"), timeout=300)
+    assert _status(net, job_id) == "done"
+    assert "reproduce" in json.dumps(nodes["verifier"].api(f"/jobs/{job_id}"))
+    res = cli_json(nodes["poster"].home, "job", "result", str(job_id), "--out", str(tmp_path / "r"))
+    record = json.loads((tmp_path / "r" / "infer.json").read_text())
+    assert res["kind"] == "infer" and len(record["tokens"]) == 6 and record["root"]
+
+
+def test_verification_pays_the_verifier_that_re_executed_not_the_one_that_copied(net):
+    nodes = net["nodes"]
+    lazy = nodes["lazy"] = make_node(net["root"], "lazy", net["chain"], "verifier",
+                                     args=[*net["boot"], "--lazy-verifier"])
+    lazy.start()
+    honest_before, lazy_before = nodes["verifier"].ledger().token_balance(), lazy.ledger().token_balance()
+    job_id = _submit(net, "spec.yaml", "--verify-fee", "10")
+    wait_for("the job to settle", lambda: _status(net, job_id) in ("done", "failed"), timeout=300)
+    assert _status(net, job_id) == "done"
+    paid = [e["args"] for e in nodes["poster"].api(f"/events?limit=500&job_id={job_id}") if e["name"] == "VerifierPaid"]
+    assert [p["verifier"].lower() for p in paid] == [nodes["verifier"].address.lower()]
+    assert nodes["verifier"].ledger().token_balance() - honest_before == 10 * CREDIT
+    assert lazy.ledger().token_balance() == lazy_before and lazy.ledger().node()["locked"] == 0
+    attested = [e["args"]["attester"].lower() for e in nodes["poster"].api(f"/events?limit=500&job_id={job_id}")
+                if e["name"] == "Attested"]
+    assert sorted(attested) == sorted(a.address.lower() for a in (nodes["verifier"], lazy))  # both tried
+    assert lazy.stop(signal.SIGINT) == 0 and lazy.leftovers() == []  # Ctrl-C stops a node as cleanly
+
+
 def test_a_cheating_solver_is_challenged_loses_and_is_slashed(net):
     nodes = net["nodes"]
-    assert nodes["solver"].stop() == 0  # the honest solver leaves; SIGTERM stops it cleanly
+    assert nodes["solver"].stop() == 0  # the honest solver leaves; SIGTERM stops it cleanly ...
+    assert nodes["solver"].leftovers() == []  # ... with every child reaped, its libp2p daemon included
     cheat = nodes["cheat"] = make_node(net["root"], "cheat", net["chain"], "solver",
                                        args=[*net["boot"], "--adversary", "bitflip@step=3,op=40"])
     cheat.start()

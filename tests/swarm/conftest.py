@@ -6,7 +6,7 @@ import pytest
 
 from bitswarm.store import BlobStore
 from bitswarm.swarm.peer import PeerSettings
-from bitswarm.swarm.tasks import TaskMix
+from bitswarm.jobs.tasks import TaskMix
 
 # Small rounds: one or two tasks per peer, short completions.
 FAST = PeerSettings(local=2, external=2, group_size=4, max_new_tokens=20, lr=3e-3, micro_batch=8)

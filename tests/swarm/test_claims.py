@@ -7,7 +7,7 @@ import pytest
 
 from bitswarm.store import BlobStore
 from bitswarm.swarm.claims import batch_reward, claim_holds, encode_batch, rescore, reward_units
-from bitswarm.swarm.tasks import score
+from bitswarm.jobs.tasks import score
 
 PEER = "ab" * 32
 

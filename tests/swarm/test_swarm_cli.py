@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from bitswarm.cli.main import app
 from bitswarm.swarm.records import Rollout, RolloutRecord, encode_signed, public_key_hex
-from bitswarm.swarm.tasks import TaskMix
+from bitswarm.jobs.tasks import TaskMix
 
 runner = CliRunner()
 

@@ -78,5 +78,5 @@ def test_inference_answers_are_proof_checked(records, tactic, why):
 
 def test_every_token_traces_the_same_number_of_ops(records):
     store, cid, root, job, make = records
-    counts = {len(inference._traced_token(make(), job, [7] * 10, j, None)[0].records) for j in range(job["max_new_tokens"])}
+    counts = {len(inference.traced_token(make(), job, [7] * 10, j, None)[0].records) for j in range(job["max_new_tokens"])}
     assert counts == {inference.ops_per_token(make(), job)}

@@ -70,7 +70,8 @@ def submit(
     ctx: typer.Context,
     spec_file: Path = typer.Argument(..., help="The job's spec (YAML or JSON; `bitswarm spec init` writes a training spec)."),
     bounty: str = typer.Option(..., "--bounty", help="Credits paid to the solver once the result is final."),
-    kind: str = typer.Option("train", "--kind", help="train (eval and infer jobs are not on the market yet)."),
+    kind: str = typer.Option("train", "--kind", help="train (a training spec), infer (model, prompt, max_new_tokens, "
+                             "temperature, top_p, seed) or eval (model, tasks, items, seed, max_new_tokens, ...)."),
     stake: str = typer.Option(None, "--stake", help="Credits the solver must lock (default: the market's minimum).",
                               show_default=False),
     window: int = typer.Option(600, "--window", min=1, max=30 * 86400, help="Challenge window in seconds."),
@@ -85,8 +86,11 @@ def submit(
     with reporting(as_json):
         st = state(ctx)
         store = st.store()
-        spec = load_spec(spec_file)
-        doc = market.make_doc(store, kind, spec.model_dump(mode="json"))
+        if kind == "train":
+            spec = load_spec(spec_file).model_dump(mode="json")
+        else:
+            spec = _read_spec(spec_file)
+        doc = market.make_doc(store, kind, spec)
         cid = market.store_doc(store, doc)
         body = {"spec_cid": cid, "kind": kind, "bounty": credits_to_units(bounty, "--bounty"),
                 "stake": credits_to_units(stake, "--stake") if stake is not None else 0, "window": window,
@@ -99,6 +103,20 @@ def submit(
         else:
             out.print(f"job {res['job_id']} posted: {kind}, {units_to_credits(body['bounty'])} credits")
             err.print(f"[dim]spec {cid}; follow it with `bitswarm job status {res['job_id']}`[/]")
+
+
+def _read_spec(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"no spec file at {path}") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"{path} is not a readable YAML or JSON spec: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of fields (see `bitswarm job submit --help`)")
+    return data
 
 
 def _status(st: State, job_id: int) -> dict:
@@ -150,7 +168,8 @@ def list_jobs(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
 def result(
     ctx: typer.Context,
     job_id: int = typer.Argument(..., min=1),
-    out_dir: Path = typer.Option(..., "--out", help="Directory for the result: transcript.json and the trained state."),
+    out_dir: Path = typer.Option(..., "--out", help="Directory for the result: a train job's transcript.json and "
+                                 "trained state (final/), an infer or eval job's record (<kind>.json)."),
     unverified: bool = typer.Option(False, "--unverified", help="Fetch it even before the job is final."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
@@ -168,20 +187,26 @@ def result(
         cid = job["result_cid"]
         _wait_request(st, api(st, "POST", f"/blobs/{cid}/fetch?wait=120", {}), f"fetching {cid}", 600)
         store = st.store()
-        t = transcripts.load(store, cid)
-        final = str(max(int(s) for s in t["checkpoints"]))
-        ck = t["checkpoints"][final]
-        _wait_request(st, api(st, "POST", f"/blobs/{ck}/fetch?wait=120", {}), f"fetching {ck}", 1200)
         out_dir = out_dir.expanduser().absolute()
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "transcript.json").write_bytes(store.read_bytes(cid))
-        target = out_dir / "final"
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(store.checkout(ck), target)
-        res = {"job_id": job_id, "result_cid": cid, "out": str(out_dir), "final_step": int(final),
-               "final_state_hash": t["state_hashes"][-1], "checkpoint_cid": ck, "status": job.get("status")}
+        res = {"job_id": job_id, "kind": job.get("kind"), "result_cid": cid, "out": str(out_dir),
+               "status": job.get("status")}
+        if job.get("kind") == "train":
+            t = transcripts.load(store, cid)
+            final = str(max(int(s) for s in t["checkpoints"]))
+            ck = t["checkpoints"][final]
+            _wait_request(st, api(st, "POST", f"/blobs/{ck}/fetch?wait=120", {}), f"fetching {ck}", 1200)
+            (out_dir / "transcript.json").write_bytes(store.read_bytes(cid))
+            target = out_dir / "final"
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(store.checkout(ck), target)
+            res.update(final_step=int(final), final_state_hash=t["state_hashes"][-1], checkpoint_cid=ck)
+            line = f"job {job_id}: trained state after step {final} in {target}"
+        else:
+            (out_dir / f"{job.get('kind')}.json").write_bytes(store.read_bytes(cid))
+            line = f"job {job_id}: {job.get('kind')} record in {out_dir / (job.get('kind') + '.json')}"
         if as_json:
             emit_json(res)
         else:
-            out.print(f"job {job_id}: trained state after step {final} in {target}")
+            out.print(line)

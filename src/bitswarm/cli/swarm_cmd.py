@@ -27,7 +27,7 @@ def _settings(local, external, group_size, max_new_tokens, temperature, lr, back
 
 
 def _mix(tasks: str):
-    from bitswarm.swarm.tasks import TaskError, TaskMix, resolve_tasks
+    from bitswarm.jobs.tasks import TaskError, TaskMix, resolve_tasks
 
     try:
         return TaskMix(resolve_tasks(tasks))

@@ -2,9 +2,10 @@
 
 A job document is the blob whose CID goes on chain as the job's spec_cid: canonical JSON
 {"version": 1, "kind": "train" | "infer" | "eval", "spec": {...}, "model_bytes": N}. `spec` is
-what the kind's local command takes (a training spec for train and eval, plus "batches" for
-eval; the inference request for infer). `model_bytes` lets a solver decline a job too large for
-its memory before fetching anything; it is checked against the fetched model.
+what the kind's local command takes (a training spec for train; the inference request for infer;
+for eval a model scored on a reasoning-gym task set, jobs.eval_job). `model_bytes` lets a solver
+decline a job too large for its memory before fetching anything; it is checked against the
+fetched model.
 
 Every kind gives the same four things, so the node's roles never branch on kind:
   plan(store, doc)            -> (num_leaves, ops_per_leaf): what the poster posts and a solver checks
@@ -417,3 +418,6 @@ def audit(store: BlobStore, doc: dict, result_cid: str, fetch: Fetch, out: Path,
 def referee(store: BlobStore, doc: dict, result_cid: str, fetch: Fetch, out: Path, k: int) -> tuple[Referee, dict]:
     """A referee for leaf k of this job and the sides it may take the agreed state from."""
     return KIND_OF[doc["kind"]].referee(store, doc, result_cid, fetch, out, k)
+
+
+from bitswarm.jobs import eval_job  # noqa: E402,F401  registers KIND_OF["eval"] (it imports this module)

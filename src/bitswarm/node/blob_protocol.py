@@ -9,8 +9,11 @@ Stream protocol PROTOCOL, one blob per stream:
 
 Nothing here is trusted: a request or reply that breaks the schema ends the stream (WireError),
 and the bytes themselves are trusted only once their sha256 equals the CID (the fetcher's job).
-`receive` is the fetching end on the event loop: it hands the reply and then the bytes, in
-chunks, to a Pipe that the fetching thread drains, so memory holds at most `depth` chunks.
+
+Streams are opened on the event loop (hivemind's daemon client is asyncio) and then taken off it
+(`detach`): a Stream is the blocking socket to the daemon that carries one libp2p stream, and
+the thread that fetches or serves a blob moves its bytes itself, with no event-loop round trip,
+queue hand-off or extra copy per chunk.
 
 Provider records: key provider_key(cid), subkey = the provider's peer id, value = its dialable
 multiaddrs (at most MAX_MADDRS), signed with the provider's Ed25519 key (the one inside its
@@ -22,14 +25,16 @@ repeats what its provider said, until the expiration it signed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-import math
-import queue
+import os
+import socket
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import base58
 from cryptography.exceptions import InvalidSignature
@@ -75,20 +80,14 @@ class Reply:
     message: str = ""
 
 
-async def _write_frame(writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
+def _frame(obj: dict[str, Any]) -> bytes:
     data = json.dumps(obj, separators=(",", ":")).encode()
-    writer.write(len(data).to_bytes(4, "big") + data)
-    await writer.drain()
+    return len(data).to_bytes(4, "big") + data
 
 
-async def _read_frame(reader: asyncio.StreamReader, limit: int, what: str) -> dict[str, Any]:
+def _decode(data: bytes, what: str) -> dict[str, Any]:
     try:
-        n = int.from_bytes(await reader.readexactly(4), "big")
-        if n > limit:
-            raise WireError(f"{what} of {n} bytes (at most {limit})")
-        obj = json.loads(await reader.readexactly(n))
-    except asyncio.IncompleteReadError:
-        raise WireError(f"the stream ended inside the {what}") from None
+        obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise WireError(f"the {what} is not JSON") from None
     if not isinstance(obj, dict):
@@ -96,12 +95,24 @@ async def _read_frame(reader: asyncio.StreamReader, limit: int, what: str) -> di
     return obj
 
 
+async def _read_frame(reader: asyncio.StreamReader, limit: int, what: str) -> dict[str, Any]:
+    try:
+        n = int.from_bytes(await reader.readexactly(4), "big")
+        if n > limit:
+            raise WireError(f"{what} of {n} bytes (at most {limit})")
+        data = await reader.readexactly(n)
+    except asyncio.IncompleteReadError:
+        raise WireError(f"the stream ended inside the {what}") from None
+    return _decode(data, what)
+
+
 def _is_count(x: object, bound: int) -> bool:
     return type(x) is int and 0 <= x <= bound
 
 
 async def write_request(writer: asyncio.StreamWriter, req: Request) -> None:
-    await _write_frame(writer, {"cid": req.cid, "offset": req.offset})
+    writer.write(_frame({"cid": req.cid, "offset": req.offset}))
+    await writer.drain()
 
 
 async def read_request(reader: asyncio.StreamReader) -> Request:
@@ -112,16 +123,18 @@ async def read_request(reader: asyncio.StreamReader) -> Request:
     return Request(cid, offset)
 
 
-async def write_reply(writer: asyncio.StreamWriter, reply: Reply) -> None:
+def _reply_obj(reply: Reply) -> dict[str, Any]:
     if reply.status == "ok":
-        await _write_frame(writer, {"status": "ok", "size": reply.size})
-    else:
-        await _write_frame(writer, {"status": reply.status, "message": reply.message[:1000]})
+        return {"status": "ok", "size": reply.size}
+    return {"status": reply.status, "message": reply.message[:1000]}
 
 
-async def read_reply(reader: asyncio.StreamReader, offset: int) -> Reply:
-    """The server's answer to a request from `offset`, checked before any blob byte is read."""
-    obj = await _read_frame(reader, MAX_REPLY, "reply")
+async def write_reply(writer: asyncio.StreamWriter, reply: Reply) -> None:
+    writer.write(_frame(_reply_obj(reply)))
+    await writer.drain()
+
+
+def _check_reply(obj: dict[str, Any], offset: int) -> Reply:
     status = obj.get("status")
     if status == "ok":
         size = obj.get("size")
@@ -135,7 +148,12 @@ async def read_reply(reader: asyncio.StreamReader, offset: int) -> Reply:
     return Reply(status, message="".join(ch if ch.isprintable() else "?" for ch in message[:300]))
 
 
-# ---------------------------------------------------------------- the fetching end
+async def read_reply(reader: asyncio.StreamReader, offset: int) -> Reply:
+    """The server's answer to a request from `offset`, checked before any blob byte is read."""
+    return _check_reply(await _read_frame(reader, MAX_REPLY, "reply"), offset)
+
+
+# ---------------------------------------------------------------- streams, off the event loop
 
 
 class PeerFailed(Exception):
@@ -150,40 +168,149 @@ class PeerFailed(Exception):
 
 
 @dataclass(frozen=True)
-class End:
-    failure: str | None = None  # None: every promised byte was handed over
-
-
-class Pipe:
-    """The reply, then chunks, from the event loop to a fetching thread; at most `depth` chunks wait."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int):
-        self._loop = loop
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._credits = asyncio.Semaphore(depth)
-
-    async def put(self, item: Reply | bytes | bytearray) -> None:
-        await self._credits.acquire()
-        self._queue.put(item)
-
-    def end(self, failure: str | None = None) -> None:
-        self._queue.put(End(failure))  # needs no credit, so the end always gets through
-
-    def get(self, timeout: float) -> Any:
-        """Called from the fetching thread: a Reply, a chunk, or End."""
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise PeerFailed(f"nothing arrived for {timeout:g} s") from None
-        if not isinstance(item, End):
-            self._loop.call_soon_threadsafe(self._credits.release)
-        return item
-
-
-@dataclass(frozen=True)
 class Timeouts:
     op_s: float  # to dial, open a stream, get a reply
     idle_s: float  # a peer that sends nothing for this long mid-blob is dropped
+
+
+def detach(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Stream:
+    """Take a stream off the event loop: from here on one thread moves its bytes with blocking calls.
+
+    A libp2p stream reaches us as a unix socket to the daemon; we keep a duplicate of its
+    descriptor and close the asyncio transport (a close, not a shutdown: the connection stays
+    up). Bytes the transport had already read are handed on, so none is lost.
+    """
+    transport = writer.transport
+    transport.pause_reading()
+    if transport.get_write_buffer_size():
+        raise ConnectionError("the stream still has unsent bytes; it cannot leave the event loop")
+    sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+    early = bytes(getattr(reader, "_buffer", b""))  # asyncio keeps no public view of what it read ahead
+    transport.abort()
+    sock.setblocking(True)
+    return Stream(sock, early)
+
+
+class Stream:
+    """One blob stream as a blocking socket, used by one thread; abort() may come from any other.
+
+    The thread that moves a blob's bytes calls the socket directly (recv_into a reused buffer,
+    sendfile from the page cache): no event-loop round trip, queue or copy per chunk. abort(why)
+    makes a call blocked on the socket return at once, and it and every later call raise
+    PeerFailed(why).
+    """
+
+    def __init__(self, sock: socket.socket, early: bytes = b""):
+        self._sock, self._early = sock, early
+        self._lock = threading.Lock()  # so that abort() never shuts down a closed (reused) descriptor
+        self._closed = False
+        self._timeout: float | None = None
+        self._woken = threading.Event()
+        self.aborted: str | None = None
+
+    def abort(self, why: str) -> None:
+        with self._lock:
+            if self.aborted is None:
+                self.aborted = why
+            self._woken.set()
+            if not self._closed:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._sock.close()
+
+    def _check(self) -> None:
+        if self.aborted is not None:
+            raise PeerFailed(self.aborted)
+
+    def _settimeout(self, timeout: float) -> None:
+        if timeout != self._timeout:  # each change is a syscall
+            self._sock.settimeout(timeout)
+            self._timeout = timeout
+
+    def recv_into(self, view: memoryview, timeout: float) -> int:
+        """Up to len(view) bytes into `view`; 0 once the stream ended. TimeoutError: none for `timeout` s."""
+        if self._early:
+            n = min(len(view), len(self._early))
+            view[:n], self._early = self._early[:n], self._early[n:]
+            return n
+        self._check()
+        self._settimeout(timeout)
+        try:
+            n = self._sock.recv_into(view)
+        except OSError:
+            self._check()
+            raise
+        if not n:
+            self._check()
+        return n
+
+    def fill(self, view: memoryview, idle_s: float) -> int:
+        """Fill `view` unless the stream ends first; how many bytes came. PeerFailed after idle_s of silence.
+
+        The clock restarts with every byte, so a slow but steady peer is kept; time spent on our
+        own disk between calls is not counted.
+        """
+        got = 0
+        while got < len(view):
+            try:
+                n = self.recv_into(view[got:], idle_s)
+            except TimeoutError:
+                raise PeerFailed(f"sent nothing for {idle_s:g} s") from None
+            if not n:
+                break
+            got += n
+        return got
+
+    def _exactly(self, n: int, deadline: float, what: str) -> bytes:
+        buf = bytearray(n)
+        view, got = memoryview(buf), 0
+        while got < n:
+            k = self.recv_into(view[got:], max(deadline - time.monotonic(), 1e-3))
+            if not k:
+                raise WireError(f"the stream ended inside the {what}")
+            got += k
+        return bytes(buf)
+
+    def send(self, data: bytes, timeout: float) -> None:
+        self._check()
+        self._settimeout(timeout)
+        try:
+            self._sock.sendall(data)
+        except OSError:
+            self._check()
+            raise
+
+    def sendfile(self, f: BinaryIO, offset: int, count: int, timeout: float) -> int:
+        """Send up to `count` bytes of `f` from `offset`, kernel to kernel; fewer only where the file ends."""
+        self._check()
+        self._settimeout(timeout)
+        try:
+            return self._sock.sendfile(f, offset, count)
+        except OSError:
+            self._check()
+            raise
+
+    def sleep(self, seconds: float) -> None:
+        if self._woken.wait(seconds):
+            self._check()
+
+    def write_request(self, req: Request, timeout: float) -> None:
+        self.send(_frame({"cid": req.cid, "offset": req.offset}), timeout)
+
+    def read_reply(self, offset: int, timeout: float) -> Reply:
+        """The server's answer to a request from `offset`, checked before any blob byte is read."""
+        deadline = time.monotonic() + timeout
+        n = int.from_bytes(self._exactly(4, deadline, "reply"), "big")
+        if n > MAX_REPLY:
+            raise WireError(f"reply of {n} bytes (at most {MAX_REPLY})")
+        return _check_reply(_decode(self._exactly(n, deadline, "reply"), "reply"), offset)
+
+    def write_reply(self, reply: Reply, timeout: float) -> None:
+        self.send(_frame(_reply_obj(reply)), timeout)
 
 
 def _dial_addrs(peer: str, maddrs: Sequence[str]) -> list[Any]:
@@ -194,91 +321,31 @@ def _dial_addrs(peer: str, maddrs: Sequence[str]) -> list[Any]:
     return [Multiaddr(m[: -len(suffix)] if m.endswith(suffix) else m) for m in maddrs]
 
 
-async def receive(
-    p2p: Any, peer: str, maddrs: Sequence[str], req: Request, pipe: Pipe, chunk_size: int, timeouts: Timeouts
-) -> None:
-    """Open a stream to `peer`, ask for `req`, and hand the reply and then the bytes to `pipe`.
-
-    Always ends the pipe: End(None) once all bytes after req.offset were handed over, else End
-    with what went wrong in words.
-    """
+async def open_stream(p2p: Any, peer: str, maddrs: Sequence[str], timeouts: Timeouts, protocol: str = PROTOCOL) -> Stream:
+    """A `protocol` stream to `peer` (dialing `maddrs` first, if any), off the event loop; or PeerFailed."""
     from hivemind.p2p import PeerID
 
-    writer = None
     try:
+        peer_id = PeerID.from_base58(peer)
+    except ValueError:
+        raise PeerFailed(f"{peer!r} is not a peer id") from None
+    if maddrs:  # a provider known only from its DHT record: dial it first
         try:
-            peer_id = PeerID.from_base58(peer)
-        except ValueError:
-            raise PeerFailed(f"{peer!r} is not a peer id") from None
-        if maddrs:  # a provider known only from its DHT record: dial it first
-            try:
-                # hivemind's P2P has no public connect(); its own code uses the client's.
-                await asyncio.wait_for(p2p._client.connect(peer_id, _dial_addrs(peer, maddrs)), timeouts.op_s)
-            except Exception as e:  # noqa: BLE001  (opening the stream below reports the outcome)
-                log.debug("dialing %s at %s: %r", peer, maddrs, e)
-        try:
-            _, reader, writer = await asyncio.wait_for(p2p.call_binary_stream_handler(peer_id, PROTOCOL), timeouts.op_s)
-        except TimeoutError:
-            raise PeerFailed(f"did not answer within {timeouts.op_s:g} s") from None
-        except Exception as e:  # noqa: BLE001  (the daemon's errors have no common base)
-            raise PeerFailed(f"unreachable: {e}") from None
-        await write_request(writer, req)
-        reply = await asyncio.wait_for(read_reply(reader, req.offset), timeouts.op_s)
-        await pipe.put(reply)
-        if reply.status == "ok":
-            await _pump(reader, reply.size - req.offset, pipe, chunk_size, timeouts.idle_s)
-        pipe.end()
-    except asyncio.CancelledError:
-        pipe.end("cancelled")
-        raise
-    except PeerFailed as e:
-        pipe.end(str(e))
+            # hivemind's P2P has no public connect(); its own code uses the client's.
+            await asyncio.wait_for(p2p._client.connect(peer_id, _dial_addrs(peer, maddrs)), timeouts.op_s)
+        except Exception as e:  # noqa: BLE001  (opening the stream below reports the outcome)
+            log.debug("dialing %s at %s: %r", peer, maddrs, e)
+    try:
+        _, reader, writer = await asyncio.wait_for(p2p.call_binary_stream_handler(peer_id, protocol), timeouts.op_s)
     except TimeoutError:
-        pipe.end("stopped answering")
-    except WireError as e:
-        pipe.end(f"broke the protocol: {e}")
-    except Exception as e:  # noqa: BLE001  (a dropped connection surfaces in many shapes)
-        pipe.end(f"connection lost: {e or type(e).__name__}")
-    finally:
-        if writer is not None:
-            writer.close()
-
-
-async def _pump(reader: asyncio.StreamReader, left: int, pipe: Pipe, chunk_size: int, idle_s: float) -> None:
-    """Move `left` bytes to the pipe in chunk_size pieces; a peer silent for idle_s is dropped.
-
-    The watchdog looks at the time of the last byte, not at one read's duration, so a slow but
-    steady peer is kept; time spent waiting for our own disk (pipe.put) is not counted.
-    """
-    last = [time.monotonic()]
-
-    async def pump() -> None:
-        nonlocal left
-        buf = bytearray()
-        while left:
-            piece = await reader.read(min(chunk_size - len(buf), left))
-            if not piece:
-                if buf:
-                    await pipe.put(buf)
-                raise PeerFailed(f"the stream ended with {left} bytes still to come")
-            last[0] = time.monotonic()
-            buf += piece
-            left -= len(piece)
-            if len(buf) >= chunk_size or not left:
-                last[0] = math.inf
-                await pipe.put(buf)
-                buf = bytearray()
-                last[0] = time.monotonic()
-
-    task = asyncio.ensure_future(pump())
+        raise PeerFailed(f"did not answer within {timeouts.op_s:g} s") from None
+    except Exception as e:  # noqa: BLE001  (the daemon's errors have no common base)
+        raise PeerFailed(f"unreachable: {e}") from None
     try:
-        while not task.done():
-            await asyncio.wait({task}, timeout=1.0)
-            if not task.done() and time.monotonic() - last[0] > idle_s:
-                raise PeerFailed(f"sent nothing for {idle_s:g} s")
-        task.result()
-    finally:
-        task.cancel()
+        return detach(reader, writer)
+    except OSError as e:
+        writer.close()
+        raise PeerFailed(f"connection lost: {e}") from None
 
 
 # ---------------------------------------------------------------- provider records

@@ -17,7 +17,7 @@ from bitswarm.ledger.client import Ledger
 from bitswarm.ledger.errors import RevertError
 from bitswarm.store import BlobStore
 from bitswarm.swarm.claims import claim_holds
-from bitswarm.swarm.tasks import TaskMix
+from bitswarm.jobs.tasks import TaskMix
 
 log = logging.getLogger(__name__)
 

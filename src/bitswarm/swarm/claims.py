@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bitswarm.store import BlobStore
 from bitswarm.swarm.records import canonical_json
-from bitswarm.swarm.tasks import TaskMix, TaskRef, score
+from bitswarm.jobs.tasks import TaskMix, TaskRef, score
 
 VERSION = 1
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # I groups of group_size completions of at most 4 KiB each, with room

@@ -30,7 +30,7 @@ from bitswarm.swarm import claims, grpo
 from bitswarm.swarm.adversary import SwarmAdversary
 from bitswarm.swarm.coordinator import Coordinator
 from bitswarm.swarm.records import RecordFilter, Rollout, RolloutRecord, encode_signed, public_key_hex
-from bitswarm.swarm.tasks import TaskMix, TaskRef, score
+from bitswarm.jobs.tasks import TaskMix, TaskRef, score
 from bitswarm.swarm.transport import Transport
 
 log = logging.getLogger(__name__)

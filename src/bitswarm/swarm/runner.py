@@ -22,7 +22,7 @@ from bitswarm.swarm import claims
 from bitswarm.swarm.adversary import SwarmAdversary
 from bitswarm.swarm.coordinator import Coordinator, LocalCoordinator
 from bitswarm.swarm.peer import PeerSettings, SwarmPeer
-from bitswarm.swarm.tasks import TaskMix
+from bitswarm.jobs.tasks import TaskMix
 from bitswarm.swarm.transport import MemoryHub, MemoryTransport
 
 

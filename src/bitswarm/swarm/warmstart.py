@@ -14,7 +14,7 @@ from pathlib import Path
 from bitswarm.models.generate import load_tokenizer, render_prompt
 from bitswarm.store import BlobStore
 from bitswarm.swarm.grpo import Row, train_and_store
-from bitswarm.swarm.tasks import TaskMix
+from bitswarm.jobs.tasks import TaskMix
 
 
 def sft_rows(store: BlobStore, model: str, mix: TaskMix, n: int, seed: int) -> tuple[list[Row], int]:

@@ -36,13 +36,16 @@ class InferenceError(GameError):
     pass
 
 
-def _commit(prev: str, token: int, row_hash: str) -> str:
+def commit(prev: str, token: int, row_hash: str) -> str:
     return hashlib.sha256(bytes.fromhex(prev) + struct.pack("<I", token) + bytes.fromhex(row_hash)).hexdigest()
 
 
-def _token_forward(model, job: dict, prefix: list[int], j: int, adversary: Adversary | None, outer=None):
+def token_forward(model, job: dict, prefix: list[int], j: int, adversary: Adversary | None, outer=None,
+                  step: int | None = None):
     """(token j, its logits row) from prompt + prefix[:j] (cache rebuilt untraced), the forward of the
-    last input position and the sampling traced through `outer`."""
+    last input position and the sampling traced through `outer`. `step` is the 1-based leaf the
+    adversary counts (default j + 1; a multi-item record's leaves run across its items)."""
+    step = j + 1 if step is None else step
     ids = list(job["prompt_ids"]) + list(prefix[:j])
     # RoPE rows for the whole job up front: never built inside the traced part.
     model._rope(0, len(job["prompt_ids"]) + job["max_new_tokens"])
@@ -50,7 +53,7 @@ def _token_forward(model, job: dict, prefix: list[int], j: int, adversary: Adver
     if len(ids) > 1:
         model.forward(np.asarray([ids[:-1]], np.int64), cache=cache)
     plain = model.B
-    inner = adversary.wrap_backend(plain, j + 1) if adversary and adversary.name == "bitflip" else plain
+    inner = adversary.wrap_backend(plain, step) if adversary and adversary.name == "bitflip" else plain
     model.B = outer(inner) if outer else inner
     try:
         logits, _ = model.forward(np.asarray([ids[-1:]], np.int64), cache=cache)
@@ -58,16 +61,17 @@ def _token_forward(model, job: dict, prefix: list[int], j: int, adversary: Adver
         tok = next_token(model, row, job["temperature"], job["top_p"], job["seed"], job["request_id"], j)
     finally:
         model.B = plain
-    if adversary and adversary.name == "token" and j + 1 == adversary.step:
+    if adversary and adversary.name == "token" and step == adversary.step:
         tok = (tok + 1) % model.cfg.vocab_size
     return tok, row
 
 
-def _traced_token(model, job: dict, prefix: list[int], j: int, adversary, capture: int | None = None):
+def traced_token(model, job: dict, prefix: list[int], j: int, adversary, capture: int | None = None,
+                 step: int | None = None):
     """(tracer, token, logits row hash) of token j's computation (the adversary's fault innermost)."""
     tracers = []
-    tok, row = _token_forward(model, job, prefix, j, adversary,
-                              outer=lambda inner: tracers.append(TracingBackend(inner, capture)) or tracers[-1])
+    tok, row = token_forward(model, job, prefix, j, adversary, step=step,
+                             outer=lambda inner: tracers.append(TracingBackend(inner, capture)) or tracers[-1])
     return tracers[-1], tok, tensor_hash(row)
 
 
@@ -84,10 +88,10 @@ def run(model, job: dict, out: Path, adversary: Adversary | None = None) -> dict
             raise InferenceError(str(e)) from None
     tokens, rows, commits, prev = [], [], [], ZERO
     for j in range(job["max_new_tokens"]):
-        tok, row = _token_forward(model, job, tokens, j, adversary)
+        tok, row = token_forward(model, job, tokens, j, adversary)
         tokens.append(tok)
         rows.append(tensor_hash(row))
-        prev = _commit(prev, tok, rows[-1])
+        prev = commit(prev, tok, rows[-1])
         commits.append(prev)
     record = {"version": VERSION, "kind": "infer", **job, "tokens": tokens, "row_hashes": rows,
               "commitments": commits, "root": merkle_root(commits)}
@@ -108,7 +112,7 @@ JOB_KEYS = ("model", "prompt_ids", "seed", "request_id", "temperature", "top_p",
 def ops_per_token(model, job: dict) -> int:
     """Ops traced for one token: a pure function of the model and the job (the same for every
     token: the KV cache of the prefix is built untraced)."""
-    return len(_traced_token(model, job, [], 0, None)[0].records)
+    return len(traced_token(model, job, [], 0, None)[0].records)
 
 
 class InferRecord(Computation):
@@ -135,14 +139,14 @@ class InferRecord(Computation):
 
     def trace(self, j: int) -> Trace:
         if j not in self._traces:
-            tracer, tok, row = _traced_token(self.model, self.job, self.rec["tokens"], j, self.adversary)
+            tracer, tok, row = traced_token(self.model, self.job, self.rec["tokens"], j, self.adversary)
             if self.adversary and self.adversary.name == "token":
                 tok = self.rec["tokens"][j]  # what it reported
-            self._traces[j] = Trace(tracer.records, self._before(j), _commit(self._before(j), tok, row))
+            self._traces[j] = Trace(tracer.records, self._before(j), commit(self._before(j), tok, row))
         return self._traces[j]
 
     def inputs(self, j: int, i: int) -> tuple:
-        return _traced_token(self.model, self.job, self.rec["tokens"], j, self.adversary, capture=i)[0].captured
+        return traced_token(self.model, self.job, self.rec["tokens"], j, self.adversary, capture=i)[0].captured
 
     def prefix(self, j: int, before: str) -> list[int] | None:
         """tokens[:j] if this record's own chain over them (tokens and row hashes) reaches `before`."""
@@ -151,7 +155,7 @@ class InferRecord(Computation):
         if len(toks) < j or len(rows) < j:
             return None
         for t, r in zip(toks[:j], rows[:j]):
-            prev = _commit(prev, int(t), r)
+            prev = commit(prev, int(t), r)
         return list(toks[:j]) if prev == before else None
 
 
@@ -173,8 +177,8 @@ class InferReferee(Referee):
                 break
         else:
             raise InferenceError(f"no side handed over the {j} agreed tokens before token {j}")
-        tracer, tok, row = _traced_token(self.model, self.job, prefix, j, None)
-        return Trace(tracer.records, before, _commit(before, tok, row))
+        tracer, tok, row = traced_token(self.model, self.job, prefix, j, None)
+        return Trace(tracer.records, before, commit(before, tok, row))
 
 
 def dispute(dir_a: Path, dir_b: Path, model_factory, tactics=(None, None)) -> dict:

@@ -1,4 +1,5 @@
-"""Swarm tasks and their verifiable rewards, generated procedurally by reasoning-gym.
+"""Tasks and their verifiable rewards, generated procedurally by reasoning-gym: the swarm's rounds
+and the market's eval jobs (jobs.eval_job) draw from them, so they live in jobs, below swarm.
 
 A task is named only by TaskRef(dataset, seed, index): `dataset` is a task name from TASKS,
 and entry `index` of that task's reasoning-gym dataset built with `seed` is the problem. Any
@@ -92,7 +93,7 @@ MAX_ANSWER_CHARS = 1 << 12   # longer answers score 0 (raised to twice the oracl
 # worst case (4 KiB would be ~5 s), and the conclusions it asks for are a few operators long.
 _ANSWER_CAPS = {"propositional_logic": 256}
 _CACHE_SIZE = 32             # datasets kept per TaskMix; one per (task, seed), and seeds change rarely
-_HASH_DOMAIN = "bitswarm.swarm.tasks/1"
+_HASH_DOMAIN = "bitswarm.swarm.tasks/1"  # the module's old home; kept, since it fixes every sample
 _SAFE_MATRIX = re.compile(r"[0-9\s,\[\]()]*")
 
 # decimal_arithmetic sets the precision of the *current* decimal context while generating, and

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bitswarm.swarm.tasks import (
+from bitswarm.jobs.tasks import (
     DEFAULT_TASKS,
     MAX_SCAN_CHARS,
     PRESETS,
@@ -257,7 +257,7 @@ def test_mix_validation():
 
 
 def test_dataset_cache_is_bounded():
-    from bitswarm.swarm import tasks
+    from bitswarm.jobs import tasks
 
     m = TaskMix(["tiny_sum"], size=10)
     for seed in range(3 * tasks._CACHE_SIZE):
