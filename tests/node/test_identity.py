@@ -8,7 +8,8 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from bitswarm.node import identity, peer_key
+from bitswarm import peer_key
+from bitswarm.node import identity
 
 PW = "correct horse battery"
 

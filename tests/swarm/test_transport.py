@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bitswarm.node import peer_key
+from bitswarm import peer_key
 from bitswarm.swarm import hivemind_transport as tr
 from bitswarm.swarm.hivemind_transport import HivemindTransport
 from bitswarm.swarm.p2p_diagnosis import (

@@ -155,7 +155,8 @@ def join(
     as_json: bool = _C["as_json"],
 ):
     """Join an existing swarm over libp2p as this node (its identity's peer key) and train with it."""
-    from bitswarm.node import identity, peer_key
+    from bitswarm import peer_key
+    from bitswarm.node import identity
     from bitswarm.swarm.peer import SwarmPeer
     from bitswarm.swarm.hivemind_transport import HivemindTransport
     from bitswarm.swarm.transport import TransportError

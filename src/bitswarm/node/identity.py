@@ -18,7 +18,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
 from bitswarm.errors import BitswarmError
-from bitswarm.node import peer_key
+from bitswarm import peer_key
 from bitswarm.home import Home
 from bitswarm.store.atomic import atomic_write_bytes, atomic_write_text
 
