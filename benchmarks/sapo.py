@@ -28,7 +28,7 @@ from bitswarm.models.importer import init_model
 from bitswarm.store import BlobStore
 from bitswarm.swarm.peer import PeerSettings
 from bitswarm.swarm.runner import LocalSwarm
-from bitswarm.swarm.tasks import TaskMix
+from bitswarm.jobs.tasks import TaskMix
 from bitswarm.swarm.warmstart import warm_start
 
 

@@ -52,11 +52,18 @@ def test_document_fixes_every_item(job):
 
 @pytest.mark.parametrize("change, field", [({"tasks": "nope"}, "unknown task"), ({"items": 0}, "items"),
                                            ({"items": 1001}, "items"), ({"extra": 1}, "extra"),
-                                           ({"weights": [1.0, 2.0]}, "2 weights for 1 tasks")])
+                                           ({"weights": [1.0, 2.0]}, "one per task"),
+                                           ({"weights": [-1.0]}, "weights"), ({"weights": [0.0]}, "not all zero"), ({"items": "4"}, "items")])
 def test_bad_specs_are_refused_naming_the_field(job, change, field):
     store, doc, solved, root = job
     with pytest.raises(market.MarketError, match=field):
         market.make_doc(store, "eval", {"model": doc["spec"]["model"], **SPEC, **change})
+
+
+def test_weights_choose_the_tasks(job):
+    store, doc, solved, root = job
+    spec = {"model": doc["spec"]["model"], **SPEC, "tasks": "tiny_sum,tiny_count", "weights": [0.0, 1.0]}
+    assert {r["dataset"] for r in market.make_doc(store, "eval", spec)["spec"]["refs"]} == {"tiny_count"}
 
 
 def test_document_without_prompt_ids_is_refused(job):
@@ -70,7 +77,7 @@ def test_result_holds_the_record_and_the_scores_its_tokens_give(job):
     store, doc, solved, root = job
     res = json.loads(store.read_bytes(solved.result_cid))
     assert res["kind"] == task_eval.KIND and res["commitments"] == solved.party.log
-    tok, mix = load_tokenizer(store, doc["spec"]["model"]), eval_job.mix_of(doc["spec"])
+    tok, mix = load_tokenizer(store, doc["spec"]["model"]), eval_job.mix_of(doc["spec"], weighted=False)
     for item, ref, toks in zip(res["scores"]["items"], eval_job.refs_of(doc["spec"]), res["tokens"]):
         assert item["completion"] == tok.decode(toks, skip_special_tokens=True)
         assert item["answer"] == tasks.extract_answer(item["completion"])

@@ -35,6 +35,7 @@ def net(tmp_path_factory):
         spec = example_spec(model, steps=6).model_copy(update={"seq_len": 16, "global_batch": 2, "checkpoint_every": 2})
         (root / "spec.yaml").write_text(spec.to_yaml())
         (root / "infer.yaml").write_text(f"model: {model}\nprompt: Add two and three.\nmax_new_tokens: 6\n")
+        (root / "eval.yaml").write_text(f"model: {model}\ntasks: tiny\nitems: 3\nmax_new_tokens: 4\nseed: 1\n")
         long = spec.model_copy(update={"steps": 40, "seq_len": 32, "global_batch": 4, "checkpoint_every": 5})
         (root / "long.yaml").write_text(long.to_yaml())
         poster.start()
@@ -89,8 +90,19 @@ def test_an_infer_job_is_solved_verified_and_its_record_returned(net, tmp_path):
     assert _status(net, job_id) == "done"
     assert "reproduce" in json.dumps(nodes["verifier"].api(f"/jobs/{job_id}"))
     res = cli_json(nodes["poster"].home, "job", "result", str(job_id), "--out", str(tmp_path / "r"))
-    record = json.loads((tmp_path / "r" / "infer.json").read_text())
+    record = json.loads((tmp_path / "r" / "inference.json").read_text())
     assert res["kind"] == "infer" and len(record["tokens"]) == 6 and record["root"]
+
+
+def test_an_eval_job_scores_a_model_on_tasks_and_is_verified(net, tmp_path):
+    nodes = net["nodes"]
+    job_id = _submit(net, "eval.yaml", "--kind", "eval")
+    wait_for("the job to settle", lambda: _status(net, job_id) in ("done", "failed"), timeout=300)
+    assert _status(net, job_id) == "done"
+    assert "reproduce" in json.dumps(nodes["verifier"].api(f"/jobs/{job_id}"))
+    res = cli_json(nodes["poster"].home, "job", "result", str(job_id), "--out", str(tmp_path / "r"))
+    record = json.loads((tmp_path / "r" / "task_eval.json").read_text())
+    assert res["kind"] == "eval" and len(record["scores"]["items"]) == 3 and 0 <= record["scores"]["mean"] <= 1
 
 
 def test_verification_pays_the_verifier_that_re_executed_not_the_one_that_copied(net):
@@ -102,12 +114,14 @@ def test_verification_pays_the_verifier_that_re_executed_not_the_one_that_copied
     job_id = _submit(net, "spec.yaml", "--verify-fee", "10")
     wait_for("the job to settle", lambda: _status(net, job_id) in ("done", "failed"), timeout=300)
     assert _status(net, job_id) == "done"
-    paid = [e["args"] for e in nodes["poster"].api(f"/events?limit=500&job_id={job_id}") if e["name"] == "VerifierPaid"]
+    feed = wait_for("the poster's node to see it finalized", lambda: [
+        e for e in nodes["poster"].api(f"/events?limit=500&job_id={job_id}") if e["name"] == "JobFinalized"] and
+        nodes["poster"].api(f"/events?limit=500&job_id={job_id}"), timeout=30)
+    paid = [e["args"] for e in feed if e["name"] == "VerifierPaid"]
     assert [p["verifier"].lower() for p in paid] == [nodes["verifier"].address.lower()]
     assert nodes["verifier"].ledger().token_balance() - honest_before == 10 * CREDIT
     assert lazy.ledger().token_balance() == lazy_before and lazy.ledger().node()["locked"] == 0
-    attested = [e["args"]["attester"].lower() for e in nodes["poster"].api(f"/events?limit=500&job_id={job_id}")
-                if e["name"] == "Attested"]
+    attested = [e["args"]["attester"].lower() for e in feed if e["name"] == "Attested"]
     assert sorted(attested) == sorted(a.address.lower() for a in (nodes["verifier"], lazy))  # both tried
     assert lazy.stop(signal.SIGINT) == 0 and lazy.leftovers() == []  # Ctrl-C stops a node as cleanly
 

@@ -169,7 +169,7 @@ def result(
     ctx: typer.Context,
     job_id: int = typer.Argument(..., min=1),
     out_dir: Path = typer.Option(..., "--out", help="Directory for the result: a train job's transcript.json and "
-                                 "trained state (final/), an infer or eval job's record (<kind>.json)."),
+                                 "trained state (final/), an infer job's inference.json, an eval job's task_eval.json."),
     unverified: bool = typer.Option(False, "--unverified", help="Fetch it even before the job is final."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
@@ -203,9 +203,11 @@ def result(
             shutil.copytree(store.checkout(ck), target)
             res.update(final_step=int(final), final_state_hash=t["state_hashes"][-1], checkpoint_cid=ck)
             line = f"job {job_id}: trained state after step {final} in {target}"
-        else:
-            (out_dir / f"{job.get('kind')}.json").write_bytes(store.read_bytes(cid))
-            line = f"job {job_id}: {job.get('kind')} record in {out_dir / (job.get('kind') + '.json')}"
+        else:  # the record under the name `bitswarm dispute` reads it by
+            name = {"infer": "inference.json", "eval": "task_eval.json"}[job["kind"]]
+            (out_dir / name).write_bytes(store.read_bytes(cid))
+            res["record"] = str(out_dir / name)
+            line = f"job {job_id}: {job['kind']} record in {out_dir / name}"
         if as_json:
             emit_json(res)
         else:

@@ -26,6 +26,7 @@ import random
 import shutil
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -43,7 +44,7 @@ RESULT = "result.json"
 
 
 class TaskRefSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # documents arrive from the network: no coercion
     dataset: str = Field(description="task name (a key of jobs.tasks.TASKS)")
     seed: int = Field(ge=0, lt=2**64, description="reasoning-gym dataset seed")
     index: int = Field(ge=0, lt=MIX_SIZE, description="entry index in that dataset")
@@ -53,10 +54,11 @@ class EvalSpec(BaseModel):
     """An eval job: a model's completions of `items` task prompts, every token committed, scored by
     the tasks' own scorers."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # documents arrive from the network: no coercion
     model: str = Field(description="CID of a stored model")
     tasks: str = Field(description="a task preset (default, tiny) or comma-separated task names")
-    weights: list[float] | None = Field(None, description="sampling weight per task (default: equal)")
+    weights: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
+        None, description="sampling weight per task, non-negative, not all zero (default: equal)")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the item draw and of sampling")
     items: int = Field(ge=1, le=1000, description="how many task entries to evaluate")
     max_new_tokens: int = Field(64, ge=1, le=4096, description="tokens generated per item (no early stop)")
@@ -76,8 +78,8 @@ class EvalSpec(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> "EvalSpec":
         names = tasks.resolve_tasks(self.tasks)
-        if self.weights is not None and len(self.weights) != len(names):
-            raise ValueError(f"{len(self.weights)} weights for {len(names)} tasks")
+        if self.weights is not None and (len(self.weights) != len(names) or not any(self.weights)):
+            raise ValueError(f"weights: one per task ({len(names)}), not all zero, are needed; got {self.weights}")
         for name, xs in (("refs", self.refs), ("prompt_ids", self.prompt_ids)):
             if xs is not None and len(xs) != self.items:
                 raise ValueError(f"{name} holds {len(xs)} items, the job has {self.items}")
@@ -93,8 +95,9 @@ def _mix(names: tuple[str, ...], weights: tuple[float, ...] | None) -> tasks.Tas
     return tasks.TaskMix(names, weights, size=MIX_SIZE)
 
 
-def mix_of(spec: dict) -> tasks.TaskMix:
-    w = spec.get("weights")
+def mix_of(spec: dict, weighted: bool = True) -> tasks.TaskMix:
+    """The spec's task mix; unweighted for scoring, which regenerates entries from refs alone."""
+    w = spec.get("weights") if weighted else None
     return _mix(tasks.resolve_tasks(spec["tasks"]), tuple(w) if w is not None else None)
 
 
@@ -139,7 +142,7 @@ def scores(store: BlobStore, doc: dict, tokens: list[list[int]]) -> dict:
     """Each item's completion, answer and score, and the mean: a function of the tokens alone."""
     from bitswarm.models.generate import load_tokenizer
 
-    tok, mix = load_tokenizer(store, doc["spec"]["model"]), mix_of(doc["spec"])
+    tok, mix = load_tokenizer(store, doc["spec"]["model"]), mix_of(doc["spec"], weighted=False)
     items = []
     for ref, toks in zip(refs_of(doc["spec"]), tokens):
         text = tok.decode(toks, skip_special_tokens=True)

@@ -41,7 +41,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from bitswarm.errors import BitswarmError
-from bitswarm.node import peer_key
+from bitswarm import peer_key
 from bitswarm.store.cid import is_cid
 from bitswarm.swarm.p2p_diagnosis import public_key_of_peer_id
 
@@ -231,8 +231,12 @@ class Stream:
             self._sock.settimeout(timeout)
             self._timeout = timeout
 
-    def recv_into(self, view: memoryview, timeout: float) -> int:
-        """Up to len(view) bytes into `view`; 0 once the stream ended. TimeoutError: none for `timeout` s."""
+    def _failed(self, e: OSError, silent: str) -> PeerFailed:
+        self._check()  # aborted: say why, not how the socket ended
+        return PeerFailed(silent if isinstance(e, TimeoutError) else f"connection lost: {e or type(e).__name__}")
+
+    def recv_into(self, view: memoryview, timeout: float, silent: str) -> int:
+        """Up to len(view) bytes into `view`; 0 once the stream ended. PeerFailed(silent): none for `timeout` s."""
         if self._early:
             n = min(len(view), len(self._early))
             view[:n], self._early = self._early[:n], self._early[n:]
@@ -241,9 +245,8 @@ class Stream:
         self._settimeout(timeout)
         try:
             n = self._sock.recv_into(view)
-        except OSError:
-            self._check()
-            raise
+        except OSError as e:
+            raise self._failed(e, silent) from None
         if not n:
             self._check()
         return n
@@ -251,15 +254,12 @@ class Stream:
     def fill(self, view: memoryview, idle_s: float) -> int:
         """Fill `view` unless the stream ends first; how many bytes came. PeerFailed after idle_s of silence.
 
-        The clock restarts with every byte, so a slow but steady peer is kept; time spent on our
-        own disk between calls is not counted.
+        The clock restarts with every byte, so a slow but steady peer is kept; the time this
+        thread spends on its own disk between calls is not counted.
         """
-        got = 0
+        got, silent = 0, f"sent nothing for {idle_s:g} s"
         while got < len(view):
-            try:
-                n = self.recv_into(view[got:], idle_s)
-            except TimeoutError:
-                raise PeerFailed(f"sent nothing for {idle_s:g} s") from None
+            n = self.recv_into(view[got:], idle_s, silent)
             if not n:
                 break
             got += n
@@ -269,7 +269,7 @@ class Stream:
         buf = bytearray(n)
         view, got = memoryview(buf), 0
         while got < n:
-            k = self.recv_into(view[got:], max(deadline - time.monotonic(), 1e-3))
+            k = self.recv_into(view[got:], max(deadline - time.monotonic(), 1e-3), "stopped answering")
             if not k:
                 raise WireError(f"the stream ended inside the {what}")
             got += k
@@ -280,19 +280,17 @@ class Stream:
         self._settimeout(timeout)
         try:
             self._sock.sendall(data)
-        except OSError:
-            self._check()
-            raise
+        except OSError as e:
+            raise self._failed(e, f"took nothing for {timeout:g} s") from None
 
     def sendfile(self, f: BinaryIO, offset: int, count: int, timeout: float) -> int:
-        """Send up to `count` bytes of `f` from `offset`, kernel to kernel; fewer only where the file ends."""
+        """Send up to `count` bytes of `f` from `offset`, page cache to socket; fewer only where the file ends."""
         self._check()
         self._settimeout(timeout)
         try:
             return self._sock.sendfile(f, offset, count)
-        except OSError:
-            self._check()
-            raise
+        except OSError as e:
+            raise self._failed(e, f"took nothing for {timeout:g} s") from None
 
     def sleep(self, seconds: float) -> None:
         if self._woken.wait(seconds):

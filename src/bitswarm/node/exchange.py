@@ -1,10 +1,13 @@
 """Blobs between peers: serve this node's blobs over libp2p, find providers on the DHT, fetch by CID.
 
-Threads. The exchange owns one asyncio loop on a background thread, and every network
-operation runs there; the public methods are synchronous and safe to call from any thread (a
-node's worker, an HTTP handler). A fetch's disk side (hashing, writing, progress callbacks) runs
-in the calling thread, fed chunk by chunk through a blob_protocol.Pipe: hashing overlaps the
-network, and at most `readahead` chunks of a blob are in memory at once.
+Threads. The exchange owns one asyncio loop on a background thread, where the DHT calls run
+and streams are opened and answered; the public methods are synchronous and safe to call from
+any thread (a node's worker, an HTTP handler). A blob's bytes do not pass through the loop: once
+a stream is open it is taken off the loop (blob_protocol.Stream, a blocking socket to the
+daemon), and one thread moves the whole blob. Fetching, that is the calling thread: it receives
+each chunk into one reused buffer, hashes it and appends it to the partial copy (no queue, no
+copy per chunk; only that one chunk of the blob is in memory). Serving, a thread per stream
+sends the file from the page cache with sendfile.
 
 Trust. A provider is believed about nothing: the bytes are committed to the store only when
 their sha256 equals the CID; a provider whose bytes do not is remembered as bad for that CID
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import hashlib
 import logging
 import os
@@ -37,28 +41,29 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import CancelledError as FutureCancelled
 from pathlib import Path
 from typing import Any, BinaryIO, Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bitswarm.errors import BitswarmError
-from bitswarm.node import peer_key
+from bitswarm import peer_key
 from bitswarm.node.blob_protocol import (
     MAX_MADDR_CHARS,
     MAX_MADDRS,
     PROTOCOL,
-    End,
     PeerFailed,
-    Pipe,
     Reply,
     Request,
+    Stream,
     Timeouts,
     WireError,
+    detach,
+    open_stream,
     provider_key,
     provider_record_validator,
     read_request,
-    receive,
     write_reply,
 )
 from bitswarm.store import BlobStore
@@ -91,6 +96,42 @@ async def _awaited(future: Any) -> Any:
     return await future  # hivemind's MPFuture is awaitable in the loop that created it
 
 
+async def _in_thread(name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) in a thread of its own, awaited. A daemon thread: unlike an executor's, it is
+    not joined at interpreter exit, and a long upload never waits for a free worker."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if done.done():
+            return
+        if ok:
+            done.set_result(value)
+        else:
+            done.set_exception(value)
+
+    def run() -> None:
+        try:
+            outcome = (True, fn(*args))
+        except BaseException as e:  # noqa: BLE001  (handed to the awaiting coroutine)
+            outcome = (False, e)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits it any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await done
+
+
+def _write_all(f: Any, view: memoryview) -> None:
+    if len(view) % 4096 and os.environ.get("BS_DIRECT"):
+        import fcntl
+        fl = fcntl.fcntl(f.fileno(), fcntl.F_GETFL)
+        if fl & os.O_DIRECT:
+            fcntl.fcntl(f.fileno(), fcntl.F_SETFL, fl & ~os.O_DIRECT)
+    while view:
+        view = view[f.write(view) :]
+
+
 _LIVE: weakref.WeakSet[BlobExchange] = weakref.WeakSet()
 
 
@@ -106,10 +147,12 @@ class BlobExchange:
 
     `identity` is the node's libp2p key (a fresh one if None): the daemon's peer id is its
     12D3KooW… id. `bootstrap` lists multiaddrs of running peers (their `maddrs`). Provider
-    records live `expiration_s` and are renewed three times per expiration. `upload_limit`
-    caps the bytes per second served, over all streams together. `op_timeout_s` bounds a DHT
-    call, a dial or a reply; a provider that sends nothing for `idle_timeout_s` mid-blob is
-    dropped (a slow but steady one is kept).
+    records live `expiration_s` and are renewed three times per expiration. `chunk_size` is
+    the unit of hashing, writing and progress when fetching (the one buffer a fetch holds) and
+    of pacing when serving. `upload_limit` caps the bytes per second served, over all streams
+    together. `op_timeout_s` bounds a DHT call, a dial or a reply; a provider that sends nothing
+    for `idle_timeout_s` mid-blob is dropped (a slow but steady one is kept), and so is a
+    fetcher that takes nothing for op_timeout_s + idle_timeout_s.
     """
 
     def __init__(
@@ -121,7 +164,6 @@ class BlobExchange:
         bootstrap: Sequence[str] = (),
         policy: str = "announced",
         chunk_size: int = CHUNK,
-        readahead: int = 8,
         upload_limit: float | None = None,
         expiration_s: float = 600,
         start_timeout_s: float = 30,
@@ -129,12 +171,12 @@ class BlobExchange:
         idle_timeout_s: float = 30,
         partial_dir: Path | None = None,
     ):
-        if chunk_size < 1 or readahead < 1 or (upload_limit is not None and upload_limit <= 0):
-            raise ExchangeError("chunk_size, readahead and upload_limit must be positive")
+        if chunk_size < 1 or (upload_limit is not None and upload_limit <= 0):
+            raise ExchangeError("chunk_size and upload_limit must be positive")
         self.store = store
         self.policy = policy
         self.listen, self.bootstrap = list(listen), list(bootstrap)
-        self.chunk_size, self.readahead, self.upload_limit = chunk_size, readahead, upload_limit
+        self.chunk_size, self.upload_limit = chunk_size, upload_limit
         self.expiration_s, self.start_timeout_s = expiration_s, start_timeout_s
         self.timeouts = Timeouts(op_s=op_timeout_s, idle_s=idle_timeout_s)
         # Not the store's tmp/: that is swept on open, and a partial copy must outlive a restart.
@@ -149,7 +191,8 @@ class BlobExchange:
         self._refused: Counter[str] = Counter()
         self._bad: dict[str, set[str]] = {}
         self._cid_locks: dict[str, threading.Lock] = {}
-        self._pipes: set[Pipe] = set()
+        self._streams: set[Stream] = set()  # off the loop, fetching or serving: close() aborts them
+        self._opening: set[Any] = set()  # futures of streams being opened for a fetch: close() cancels them
         self._upload_clock = 0.0
         self._dht: Any = None
         self._p2p: Any = None
@@ -204,9 +247,12 @@ class BlobExchange:
         with self._lock:  # whichever thread closes first does the work
             loop, thread, dht = self._loop, self._thread, self._dht
             self._loop = self._thread = self._dht = None
-            pipes, self._pipes = list(self._pipes), set()
-        for pipe in pipes:
-            pipe.end("this node's exchange was closed")
+            streams, self._streams = list(self._streams), set()
+            opening, self._opening = list(self._opening), set()
+        for stream in streams:
+            stream.abort("this node's exchange was closed")
+        for future in opening:
+            future.cancel()
         if loop is not None and thread is not None:
             if loop.is_running():
                 try:
@@ -343,11 +389,24 @@ class BlobExchange:
                 return f"this node serves only blobs it announced (policy 'announced'); {cid} is not one"
         return None
 
+    def _track(self, stream: Stream) -> Stream:
+        with self._lock:
+            if self._loop is None:  # closed meanwhile: nothing would end it later
+                stream.abort("this node's exchange was closed")
+            else:
+                self._streams.add(stream)
+        return stream
+
+    def _untrack(self, stream: Stream) -> None:
+        with self._lock:
+            self._streams.discard(stream)
+
     async def _serve(self, info: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One request, one reply, then the bytes: the server's side of blob_protocol."""
         peer, task = info.peer_id.to_base58(), asyncio.current_task()
         if task is not None:
             self._tasks.add(task)  # so that close() ends it
+        stream = None
         try:
             try:
                 req = await asyncio.wait_for(read_request(reader), self.timeouts.op_s)
@@ -362,16 +421,20 @@ class BlobExchange:
                 f = open(self.store.blob_path(req.cid), "rb")
             except FileNotFoundError:
                 return await write_reply(writer, Reply("not_found", message=f"this node does not hold {req.cid}"))
-            with f:
+            try:
                 size = os.fstat(f.fileno()).st_size
                 if req.offset > size:
+                    f.close()
                     return await write_reply(writer, Reply("bad_request", message=f"offset {req.offset} > size {size}"))
-                await write_reply(writer, Reply("ok", size=size))
-                f.seek(req.offset)
-                await self._send(f, size - req.offset, writer)
+                stream = self._track(detach(reader, writer))
+            except BaseException:
+                f.close()
+                raise
+            # The thread owns f and the stream from here: it closes both, even if this task is cancelled.
+            await _in_thread(f"blobs-serve-{peer[-6:]}", self._send, stream, f, req.offset, size)
             self._count("blobs_served")
-        except (ConnectionError, asyncio.IncompleteReadError) as e:
-            log.debug("serving %s ended: %r", peer, e)
+        except (ConnectionError, asyncio.IncompleteReadError, PeerFailed) as e:
+            log.debug("serving %s ended: %s", peer, e)
         except asyncio.CancelledError:
             # close() ended it. The daemon client's done-callback calls exception() on this task,
             # which raises (and logs a traceback) for a cancelled task, so end it normally.
@@ -379,23 +442,32 @@ class BlobExchange:
         finally:
             if task is not None:
                 self._tasks.discard(task)
+            if stream is not None:
+                stream.abort("serving ended")  # a no-op once the thread closed it
             writer.close()
 
-    async def _send(self, f: BinaryIO, left: int, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        while left:
-            data = await loop.run_in_executor(None, f.read, min(self.chunk_size, left))
-            if not data:
-                return  # the file shrank (a damaged store): the fetcher sees a short stream
-            writer.write(data)
-            await writer.drain()
-            left -= len(data)
-            self._count("bytes_served", len(data))
-            if self.upload_limit:
-                # One virtual clock shared by every stream keeps the total under upload_limit.
-                now = time.monotonic()
-                self._upload_clock = max(self._upload_clock, now) + len(data) / self.upload_limit
-                await asyncio.sleep(self._upload_clock - now)
+    def _send(self, stream: Stream, f: BinaryIO, offset: int, size: int) -> None:
+        """The serving thread: reply "ok", then bytes [offset, size) of f, page cache to socket."""
+        timeout = self.timeouts.op_s + self.timeouts.idle_s  # a fetcher that takes nothing this long is dropped
+        try:
+            with f:
+                stream.write_reply(Reply("ok", size=size), timeout)
+                while offset < size:
+                    sent = stream.sendfile(f, offset, min(self.chunk_size, size - offset), timeout)
+                    if not sent:
+                        return  # the file shrank (a damaged store): the fetcher sees a short stream
+                    offset += sent
+                    self._count("bytes_served", sent)
+                    if self.upload_limit:
+                        # One virtual clock shared by every stream keeps the total under upload_limit.
+                        with self._lock:
+                            now = time.monotonic()
+                            self._upload_clock = max(self._upload_clock, now) + sent / self.upload_limit
+                            pause = self._upload_clock - now
+                        stream.sleep(pause)
+        finally:
+            self._untrack(stream)
+            stream.close()
 
     # -- fetching -------------------------------------------------------------------------
 
@@ -471,18 +543,23 @@ class BlobExchange:
         """Extend the partial copy with what `peer` sends, then commit it if it hashes to the CID."""
         hexd, part = parse_cid(cid), self.partial_path(cid)
         h = hashlib.sha256()
+        import mmap
+        buf = memoryview(mmap.mmap(-1, self.chunk_size))  # the one chunk of the blob in memory
         try:
             part.parent.mkdir(parents=True, exist_ok=True)
-            with open(part, "a+b") as f:
+            # Unbuffered: every chunk goes from buf to the page cache in one write, with no copy between.
+            with open(part, "a+b", buffering=0) as f:
                 f.seek(0)
-                while chunk := f.read(CHUNK):
-                    h.update(chunk)
+                while n := f.readinto(buf):
+                    h.update(buf[:n])
                     if progress:
-                        progress(len(chunk))
+                        progress(n)
                 offset = f.tell()
-                failure = self._receive_into(f, h, Request(cid, offset), peer, maddrs, progress)
+                if os.environ.get("BS_DIRECT") and offset % 4096 == 0:
+                    import fcntl
+                    fcntl.fcntl(f.fileno(), fcntl.F_SETFL, fcntl.fcntl(f.fileno(), fcntl.F_GETFL) | os.O_DIRECT)
+                failure = self._receive_into(f, h, buf, Request(cid, offset), peer, maddrs, progress)
                 got = f.tell()
-                f.flush()
                 os.fsync(f.fileno())  # what arrived survives a crash, for the next fetch to resume
         except OSError as e:
             raise ExchangeError(f"could not write the partial copy of {cid} at {part}: {e}") from e
@@ -500,24 +577,42 @@ class BlobExchange:
             raise PeerFailed(f"sent {got} bytes that hash to sha256:{h.hexdigest()}, not to the CID; dropped")
         self.store._commit(part, hexd, None)  # the store's own rename-and-fsync: no second copy
 
-    def _receive_into(
-        self, f: BinaryIO, h: Any, req: Request, peer: str, maddrs: list[str], progress: Progress | None
-    ) -> str | None:
-        """Append what `peer` sends for `req` to f, hashing it on the way; None once all of it came."""
+    def _open(self, peer: str, maddrs: list[str]) -> Stream:
+        """A stream to `peer`, opened on the loop and handed to this thread; PeerFailed if none."""
         loop = self._loop
         if loop is None:
             raise ExchangeError("the blob exchange is not running; call start() first")
-        pipe = Pipe(loop, self.readahead)
+        future = asyncio.run_coroutine_threadsafe(open_stream(self._p2p, peer, maddrs, self.timeouts), loop)
         with self._lock:
-            self._pipes.add(pipe)
-        future = asyncio.run_coroutine_threadsafe(
-            receive(self._p2p, peer, maddrs, req, pipe, self.chunk_size, self.timeouts), loop
-        )
-        wait = self.timeouts.op_s + self.timeouts.idle_s + 5  # the loop side times out first
+            if self._loop is None:
+                future.cancel()
+            self._opening.add(future)
         try:
-            reply = pipe.get(wait)
-            if isinstance(reply, End):
-                return reply.failure
+            return self._track(future.result(timeout=2 * self.timeouts.op_s + 5))  # a dial, then the stream
+        except FutureCancelled:
+            raise PeerFailed("this node's exchange was closed") from None
+        except TimeoutError:
+            future.cancel()
+            raise PeerFailed(f"did not answer within {2 * self.timeouts.op_s + 5:g} s") from None
+        finally:
+            with self._lock:
+                self._opening.discard(future)
+
+    def _receive_into(
+        self, f: BinaryIO, h: Any, buf: memoryview, req: Request, peer: str, maddrs: list[str], progress: Progress | None
+    ) -> str | None:
+        """Append what `peer` sends for `req` to f, hashing it on the way; None once all of it came.
+
+        What went wrong on the peer's side comes back in words; our own disk's errors (OSError)
+        and a refused resume (PeerFailed with restart) are raised.
+        """
+        try:
+            stream = self._open(peer, maddrs)
+        except PeerFailed as e:
+            return str(e)
+        try:
+            stream.write_request(req, self.timeouts.op_s)
+            reply = stream.read_reply(req.offset, self.timeouts.op_s)
             if reply.status == "bad_request" and req.offset:
                 raise PeerFailed(f"refused a resume from byte {req.offset}: {reply.message}", restart=True)
             if reply.status != "ok":
@@ -525,16 +620,27 @@ class BlobExchange:
             free = shutil.disk_usage(f.name).free
             if reply.size - req.offset > free:
                 return f"says the blob is {reply.size} bytes; only {free} are free for it here"
-            while not isinstance(item := pipe.get(wait), End):
-                f.write(item)
-                h.update(item)
-                self._count("bytes_fetched", len(item))
-                if progress:
-                    progress(len(item))
-            if item.failure is None and f.tell() != reply.size:
-                return f"sent {f.tell() - req.offset} of the {reply.size - req.offset} bytes it promised"
-            return item.failure
+            left, idle_s = reply.size - req.offset, self.timeouts.idle_s
+            while left:
+                want = min(len(buf), left)
+                n = stream.fill(buf[:want], idle_s)
+                if n:
+                    chunk = buf[:n]
+                    h.update(chunk)  # hashlib lets go of the GIL for this
+                    _write_all(f, chunk)
+                    left -= n
+                    self._count("bytes_fetched", n)
+                    if progress:
+                        progress(n)
+                if n < want:
+                    return f"the stream ended with {left} bytes still to come"
+            return None
+        except PeerFailed as e:
+            if e.restart:
+                raise
+            return str(e)
+        except WireError as e:
+            return f"broke the protocol: {e}"
         finally:
-            future.cancel()
-            with self._lock:
-                self._pipes.discard(pipe)
+            self._untrack(stream)
+            stream.close()
