@@ -266,5 +266,6 @@ def _referee(store: BlobStore, doc: dict, result_cid: str, fetch: market.Fetch, 
     return task_eval.TaskEvalReferee(factory, job), {"solver": side, "challenger": side}
 
 
-KIND = market.Kind(_check, _plan, _solve, _audit, _referee)
+KIND = market.Kind(_check, _plan, _solve, _audit, _referee,
+                   lambda store, doc: task_eval.TaskEvalReferee(market._model_factory(store, doc["spec"]["model"]), _job(doc)))
 market.KIND_OF["eval"] = KIND

@@ -390,11 +390,14 @@ class Kind:
     solve: Callable
     audit: Callable
     referee: Callable
+    judge: Callable  # (store, doc) -> a Referee with its own kernels, for ruling from one's own recomputation
 
 
 KIND_OF = {
-    "train": Kind(_train_check, _train_plan, _train_solve, _train_audit, _train_referee),
-    "infer": Kind(_infer_check, _infer_plan, _infer_solve, _infer_audit, _infer_referee),
+    "train": Kind(_train_check, _train_plan, _train_solve, _train_audit, _train_referee,
+                  lambda store, doc: TrainReferee(prepare(store, parse_spec(doc["spec"])))),
+    "infer": Kind(_infer_check, _infer_plan, _infer_solve, _infer_audit, _infer_referee,
+                  lambda store, doc: inference.InferReferee(_model_factory(store, doc["spec"]["model"]), _infer_job(doc))),
 }
 
 
@@ -415,9 +418,17 @@ def audit(store: BlobStore, doc: dict, result_cid: str, fetch: Fetch, out: Path,
     return KIND_OF[doc["kind"]].audit(store, doc, result_cid, fetch, out, **kw)
 
 
-def referee(store: BlobStore, doc: dict, result_cid: str, fetch: Fetch, out: Path, k: int) -> tuple[Referee, dict]:
-    """A referee for leaf k of this job and the sides it may take the agreed state from."""
-    return KIND_OF[doc["kind"]].referee(store, doc, result_cid, fetch, out, k)
+def referee(store: BlobStore, doc: dict, result_cid: str, fetch: Fetch, out: Path, k: int,
+            own: bool = False) -> tuple[Referee, dict]:
+    """A referee for leaf k of this job and the sides it may take the agreed state from: the
+    solver's published result, or with `own` the referee's own honest computation of the job
+    (for when the solver's data is unavailable or does not reach the agreed leaf: the agreed
+    before is honest whenever one side is, so an honest recomputation reaches it)."""
+    kind = KIND_OF[doc["kind"]]
+    if not own:
+        return kind.referee(store, doc, result_cid, fetch, out, k)
+    side = kind.solve(store, doc, Path(out) / "own").party
+    return kind.judge(store, doc), {"solver": side, "challenger": side}
 
 
 from bitswarm.jobs import eval_job  # noqa: E402,F401  registers KIND_OF["eval"] (it imports this module)

@@ -154,8 +154,14 @@ class Node:
                 return
             if row["status"] in FINAL and not self._pending(row["job_id"]):
                 continue
-            self.work.act(row["job_id"])
-            self._refresh(row["job_id"])
+            try:
+                self.work.act(row["job_id"])
+                self._refresh(row["job_id"])
+            except LedgerError:
+                raise  # the chain is away: the whole tick waits for it
+            except Exception as e:  # noqa: BLE001 - one job's failure must not stop the node's other work
+                log.exception("job %s: %s", row["job_id"], e)
+                self.state.upsert_job(row["job_id"], error=f"{type(e).__name__}: {e}")
             self._requests()  # a submit waiting on the API should not wait for a whole training run
         self._snapshot()
 
@@ -217,6 +223,9 @@ class Node:
                 result = self._do(r["kind"], r["body"])
             except (BitswarmError, RevertError) as e:
                 self.state.finish_request(r["id"], False, {"error": str(e)})
+            except Exception as e:  # noqa: BLE001 - the request fails, the node goes on
+                log.exception("request %s (%s): %s", r["id"], r["kind"], e)
+                self.state.finish_request(r["id"], False, {"error": f"{type(e).__name__}: {e}"})
             else:
                 self.state.finish_request(r["id"], True, result)
 

@@ -17,6 +17,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+from bitswarm.errors import BitswarmError
 from bitswarm.jobs import market
 from bitswarm.jobs.onchain import ChainParty, challenge, commit_result, evidence
 from bitswarm.ledger.client import DISPUTE_PHASE, JOB_STATUS, KINDS, Ledger
@@ -272,9 +273,15 @@ class Roles:
             for cid in market.inputs(doc):
                 self.node.fetch(cid)
             e = evidence(self.lg, job_id)
-            ref, parties = market.referee(self.node.store, doc, cid_of(job["result_cid"]), self.node.fetch,
-                                          self.node.home.job_dir(job_id, "referee"), e["k"])
-            verdict = rule(ref, parties, e["k"], e["i"], job["ops_per_leaf"], e["before"], e["prev"], e["values"])
+            out = self.node.home.job_dir(job_id, "referee")
+            try:
+                ref, parties = market.referee(self.node.store, doc, cid_of(job["result_cid"]), self.node.fetch, out, e["k"])
+                verdict = rule(ref, parties, e["k"], e["i"], job["ops_per_leaf"], e["before"], e["prev"], e["values"])
+            except BitswarmError as err:  # the solver's data is missing or does not reach the agreed leaf
+                log.info("job %s: ruling from its own recomputation (%s)", job_id, err)
+                self._local(job_id, "refereeing: recomputing the job itself")
+                ref, parties = market.referee(self.node.store, doc, None, self.node.fetch, out, e["k"], own=True)
+                verdict = rule(ref, parties, e["k"], e["i"], job["ops_per_leaf"], e["before"], e["prev"], e["values"])
             if verdict["winner"] is None:
                 self._local(job_id, "abstained: neither side computed the op the referee did")
                 st.decide(job_id, "vote", abstain=True)
