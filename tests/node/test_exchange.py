@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bitswarm.node.blob_protocol import WireError, provider_key, read_reply, read_request
-from bitswarm.node.exchange import BlobExchange, ExchangeError, FetchFailed
+from bitswarm.node.exchange import BlobExchange, ExchangeError, FetchFailed, _Appender
 from bitswarm.store import BlobStore
 from bitswarm.swarm.transport import TransportError
 
@@ -192,6 +192,62 @@ def test_a_fetch_resumes_where_the_last_provider_stopped(trio, tmp_path):
     assert c.stats()["bytes_fetched"] - fetched == size - kept
     assert c.stats()["bytes_resumed"] - resumed == kept
     assert not c.partial_path(cid).exists()
+
+
+def test_closing_the_fetching_exchange_ends_its_fetch_at_once(trio, tmp_path):
+    a, b, c = trio
+    size = 4 * MB
+    cid = b.store.put_bytes(blob(11, size))
+    b.announce(cid)
+    before = p2pd_descendants()
+    e = BlobExchange(BlobStore(tmp_path / "e"), bootstrap=a.maddrs, chunk_size=64 << 10, start_timeout_s=20)
+    try:
+        e.start()
+        mine = p2pd_descendants() - before
+        with pytest.raises(FetchFailed) as info:
+            e.fetch(cid, sources=b.maddrs, progress=lambda n: e.close())  # closed from its own fetching thread
+    finally:
+        e.close()
+    assert [p for p, _ in info.value.attempts] == [b.peer_id]
+    assert "this node's exchange was closed" in str(info.value) and "the next fetch resumes" in str(info.value)
+    assert 64 << 10 <= e.partial_path(cid).stat().st_size < size  # what came before the close is kept
+    assert_gone(mine)
+
+
+@pytest.mark.parametrize("where", ["disk", "tmpfs"])
+def test_the_writer_keeps_every_byte_in_order_whatever_the_alignment(tmp_path, where):
+    """Whole aligned blocks go with O_DIRECT where the file system takes it; the rest through the page cache."""
+    root = tmp_path if where == "disk" else Path("/dev/shm")
+    if not root.is_dir():
+        pytest.skip("no tmpfs at /dev/shm")
+    path = root / f"appender-{os.getpid()}-{where}.part"
+    data = blob(12, 3 * MB + 5000)
+    path.write_bytes(data[:1234])  # an unaligned start, as a resumed copy has
+    pieces = iter([5000, 4096, 64 << 10, 100, 64 << 10] + [64 << 10] * 100)
+    try:
+        with open(path, "a+b", buffering=0) as f:
+            out = _Appender(f, 64 << 10, depth=2)
+            pos = 1234
+            try:
+                while pos < len(data):
+                    buf = out.buffer()
+                    n = out.room(min(next(pieces), len(buf), len(data) - pos))
+                    buf[:n] = data[pos : pos + n]
+                    out.submit(buf, n)
+                    pos += n
+            finally:
+                out.finish()
+        assert path.read_bytes() == data
+        with open(path, "rb", buffering=0) as f:  # a write that fails is raised in the fetching thread
+            out = _Appender(f, 4096, depth=1)
+            buf = out.buffer()
+            out.submit(buf, 4096)
+            with pytest.raises(OSError):
+                out.buffer()
+            with pytest.raises(OSError):
+                out.finish()
+    finally:
+        path.unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("junk", [b"x" * 100_000, b"y" * (MB + 1)], ids=["wrong-prefix", "longer-than-blob"])

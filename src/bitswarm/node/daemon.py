@@ -18,6 +18,8 @@ import signal
 import threading
 import time
 
+from eth_utils import event_abi_to_log_topic
+
 from bitswarm.errors import BitswarmError
 from bitswarm.home import Home
 from bitswarm.jobs import market
@@ -31,7 +33,8 @@ from bitswarm.store.atomic import atomic_write_text
 
 log = logging.getLogger("bitswarm.node")
 FINAL = ("done", "failed", "cancelled")
-EVENT_CONTRACTS = ("JobMarket",)
+SNAPSHOT_EVERY_S = 15  # balances only change with blocks; a new block refreshes them at once
+EVENT_CONTRACT = "JobMarket"
 
 
 class NodeError(BitswarmError):
@@ -147,12 +150,14 @@ class Node:
     # -- the tick ----------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        self._follow()
+        moved = self._follow()
         self._requests()
         for row in self.state.jobs():
             if self._stop.is_set():
                 return
             if row["status"] in FINAL and not self._pending(row["job_id"]):
+                continue
+            if not moved and row["role"] is None:  # nothing happened to a job this node is not part of
                 continue
             try:
                 self.work.act(row["job_id"])
@@ -163,7 +168,7 @@ class Node:
                 log.exception("job %s: %s", row["job_id"], e)
                 self.state.upsert_job(row["job_id"], error=f"{type(e).__name__}: {e}")
             self._requests()  # a submit waiting on the API should not wait for a whole training run
-        self._snapshot()
+        self._snapshot(force=moved)
 
     def _pending(self, job_id: int) -> bool:
         return any(d["state"] in ("decided", "sent") for d in self.state.decisions(job_id)) or (
@@ -174,23 +179,31 @@ class Node:
         """Whether this node is already solving another job (it solves one at a time)."""
         return any(r["job_id"] != job_id and r["status"] == "claimed" for r in self.state.jobs(role="solver"))
 
-    def _follow(self) -> None:
+    def _follow(self) -> bool:
+        """Apply the market's events since the cursor; returns whether the chain moved. One
+        eth_getLogs call per new range, decoded by topic, keeps an idle node nearly idle."""
         head = self.ledger.block_number()
         start = self.state.last_block + 1
         if head < start:
-            return
+            return False
+        c = self.ledger.contract(EVENT_CONTRACT)
+        if not hasattr(self, "_topics"):
+            self._topics = {event_abi_to_log_topic(a): a["name"] for a in c.abi if a["type"] == "event"}
+        logs = self.ledger.w3.eth.get_logs({"address": c.address, "fromBlock": start, "toBlock": head})
         events = []
-        for name in EVENT_CONTRACTS:
-            c = self.ledger.contract(name)
-            for abi in (a for a in c.abi if a["type"] == "event"):
-                for lg in getattr(c.events, abi["name"]).get_logs(from_block=start, to_block=head):
-                    events.append({"contract": name, "event": lg["event"], "block": lg["blockNumber"],
-                                   "log_index": lg["logIndex"], "args": dict(lg["args"])})
+        for lg in logs:
+            name = self._topics.get(bytes(lg["topics"][0])) if lg["topics"] else None
+            if name is None:
+                continue
+            ev = getattr(c.events, name)().process_log(lg)
+            events.append({"contract": EVENT_CONTRACT, "event": name, "block": lg["blockNumber"],
+                           "log_index": lg["logIndex"], "args": dict(ev["args"])})
         events.sort(key=lambda e: (e["block"], e["log_index"]))
         for e in self.state.add_events(events, head):
             job_id = e["args"].get("job_id")
             if job_id is not None:
                 self._refresh(int(job_id))
+        return True
 
     def _refresh(self, job_id: int) -> None:
         j = self.ledger.job(job_id)
@@ -268,7 +281,7 @@ class Node:
 
     def _snapshot(self, force: bool = False) -> None:
         now = time.time()
-        if not force and now - getattr(self, "_snapped", 0) < 2:
+        if not force and now - getattr(self, "_snapped", 0) < SNAPSHOT_EVERY_S:
             return
         self._snapped = now
         lg = self.ledger

@@ -49,6 +49,7 @@ class Work:
     doc: dict | None = None
     party: Party | None = None  # this node's side in a dispute (solver or challenger)
     serve: list[str] = field(default_factory=list)
+    declined: str | None = None  # why this node will not solve it (checked once per start)
 
 
 class Roles:
@@ -147,8 +148,11 @@ class Roles:
     def solver(self, job_id: int, job: dict, status: str) -> None:
         st = self.node.state
         mine = job["solver"].lower() == self.me.lower()
+        w = self.work.setdefault(job_id, Work())
         if status == "open" and st.decision(job_id, "claim") is None and not self.node.busy_solving(job_id):
-            why = self._can_run(job_id, job)
+            if w.declined:
+                return
+            why = w.declined = self._can_run(job_id, job)
             if why:
                 if st.job(job_id) and st.job(job_id)["role"] is None:
                     self._local(job_id, f"not solving: {why}")
@@ -164,7 +168,6 @@ class Roles:
             status, mine = JOB_STATUS[job["status"]], True
         if not mine:
             return
-        w = self.work.setdefault(job_id, Work())
         if status in ("claimed", "committed", "disputed") and w.party is None:
             doc = self._doc(job_id, job)
             self._local(job_id, "solving")

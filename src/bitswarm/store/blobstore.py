@@ -93,6 +93,14 @@ class BlobStore:
             self.set_label(cid, label)
         return cid
 
+    def adopt(self, path: Path, cid: str) -> str:
+        """Move a complete file whose bytes the caller has hashed to `cid` into the store; returns the CID.
+
+        A rename (so `path` must be on the store's file system), no copy and no re-hash: for a
+        writer that hashed the bytes as they arrived, e.g. a blob fetched from a peer.
+        """
+        return self._commit(Path(path), parse_cid(cid), None)
+
     def _write_chunks(self, chunks, label: str | None) -> str:
         tmp = self._tmp_path()
         h = hashlib.sha256()
