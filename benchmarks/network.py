@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))  # the loopback network launcher the node tests us
 from tests.node.network import cli_json, make_node, start_chain, wait_for  # noqa: E402
 
 
-def verification_cost(steps: int) -> dict:
+def verification_cost(steps: int, size: str) -> dict:
     from bitswarm.jobs import market
     from bitswarm.jobs.onchain import last_leaf
     from bitswarm.jobs.spec import example_spec
@@ -40,8 +40,8 @@ def verification_cost(steps: int) -> dict:
 
     d = Path(tempfile.mkdtemp())
     store = BlobStore(d / "store")
-    model = init_model(store, "tiny", 0)
-    spec = example_spec(model, steps=steps).model_copy(update={"seq_len": 64, "global_batch": 4, "checkpoint_every": 4})
+    model = init_model(store, size, 0)
+    spec = example_spec(model, steps=steps).model_copy(update={"seq_len": 64, "global_batch": 4, "checkpoint_every": 2})
     doc = market.load_doc(store, market.store_doc(store, market.make_doc(store, "train", spec.model_dump(mode="json"))))
     market.plan(store, doc)  # compile kernels before timing either side
     t0 = time.process_time()
@@ -54,17 +54,27 @@ def verification_cost(steps: int) -> dict:
                          samples=max(1, round(rate * steps)), seed=1)
     verifier = time.process_time() - t0
     assert audit.ok, audit.why
-    return {"steps": steps, "sample_rate": rate, "steps_reexecuted": len(audit.checked),
+    return {"model": size, "steps": steps, "checkpoint_every": 2, "sample_rate": rate, "steps_reexecuted": len(audit.checked),
             "solver_cpu_s": round(solver, 3), "verifier_cpu_s": round(verifier, 3),
             "verifier_over_solver": round(verifier / solver, 3), "target": "<= 0.3"}
 
 
-def _tree_usage(pid: int) -> tuple[float, int]:
+def _tree_usage(pid: int) -> tuple[float, int, dict]:
+    """CPU seconds and memory of a node and its children (the DHT process, the libp2p daemon):
+    the node's whole resident set plus what each child holds on its own (its unique set: pages
+    it shares with the node, libraries and forked memory, are counted once, in the node)."""
     p = psutil.Process(pid)
-    procs = [p, *p.children(recursive=True)]
-    cpu = sum(q.cpu_times().user + q.cpu_times().system for q in procs)
-    rss = sum(q.memory_info().rss for q in procs)
-    return cpu, rss
+    children = p.children(recursive=True)
+    cpu = sum(q.cpu_times().user + q.cpu_times().system for q in [p, *children])
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    kb = {k: int(status[k].split()[0]) * 1024 for k in ("RssAnon", "RssFile", "RssShmem")}
+    each = {f"node:{p.pid} (rss)": p.memory_info().rss,
+            f"node:{p.pid} of it anonymous": kb["RssAnon"] + kb["RssShmem"],
+            f"node:{p.pid} of it file-backed (code of torch, numba, ...)": kb["RssFile"]}
+    for q in children:
+        each[f"{q.name()}:{q.pid} (uss)"] = q.memory_full_info().uss
+    total = sum(v for k, v in each.items() if "of it" not in k)
+    return cpu, total, {k: round(v / 2**20) for k, v in each.items()}
 
 
 def network(jobs: int, root: Path) -> dict:
@@ -86,12 +96,12 @@ def network(jobs: int, root: Path) -> dict:
         for name in ("solver", "verifier", "referee"):
             nodes.append(make_node(root, name, chain, name, args=boot).start())
         time.sleep(5)
-        cpu0, _ = _tree_usage(nodes[3].proc.pid)
+        cpu0, _, _ = _tree_usage(nodes[3].proc.pid)
         t0 = time.monotonic()
         time.sleep(20)
-        cpu1, rss = _tree_usage(nodes[3].proc.pid)
-        idle = {"cpu_percent": round(100 * (cpu1 - cpu0) / (time.monotonic() - t0), 2), "rss_mb": round(rss / 2**20),
-                "targets": "< 2% CPU, < 400 MB"}
+        cpu1, uss, each = _tree_usage(nodes[3].proc.pid)
+        idle = {"cpu_percent": round(100 * (cpu1 - cpu0) / (time.monotonic() - t0), 2), "memory_mb": round(uss / 2**20),
+                "memory_by_process_mb": each, "targets": "< 2% CPU, < 400 MB"}
         lg = poster.ledger()
         seconds, start = [], time.monotonic()
         for _ in range(jobs):
@@ -112,9 +122,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=40, help="steps of the job whose verification cost is measured")
+    ap.add_argument("--model-size", default="small", choices=["tiny", "small"],
+                    help="model of the job whose verification cost is measured")
     ap.add_argument("--blob-mb", type=int, default=540)
     args = ap.parse_args()
-    results = {"verification": verification_cost(args.steps)}
+    results = {"verification": verification_cost(args.steps, args.model_size)}
     print(json.dumps(results["verification"]), flush=True)
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from blob_fetch import measure

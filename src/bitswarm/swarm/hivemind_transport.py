@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 import re
@@ -43,6 +44,9 @@ _SUBKEY = re.compile(r"^([0-9a-f]{64}):(\d{1,6})$")
 
 
 def _import_hivemind() -> Any:
+    # hivemind shares its futures' buffers through torch; the "file_system" strategy it picks by
+    # default starts a torch_shm_manager process per node (~56 MB). File descriptors need none.
+    os.environ.setdefault("HIVEMIND_MEMORY_SHARING_STRATEGY", "file_descriptor")
     # hivemind's import runs torch.jit.script, which warns about its own deprecation.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -163,6 +167,10 @@ def start_dht(
             # calls the deprecated importlib.resources.path, warning on every start.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
+                # Objects made so far stay out of the cyclic GC, so the forked DHT process does
+                # not copy every page of the parent by touching their GC headers.
+                gc.collect()
+                gc.freeze()
                 # P2P gives up at start_timeout_s; the margin covers the DHT's bootstrap pings.
                 dht.run_in_background(await_ready=True, timeout=start_timeout_s + 15)
         except BaseException as e:

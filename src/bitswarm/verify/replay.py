@@ -61,7 +61,9 @@ def replay(run: Path, prepared, start: int | None = None, stop: int | None = Non
             state = repro_train.TrainState.load(ckpts[base])
         except repro_train.TrainError:
             return ReplayResult(False, base, checked)  # the checkpoint does not match its own hash
-        if base > 0 and log.get(base) != state.hash():
+        # TrainState.load checked the tensors against the checkpoint's meta: compare that, not
+        # a second hash of the same state.
+        if base > 0 and log.get(base) != repro_train.checkpoint_meta(ckpts[base])["state_hash"]:
             return ReplayResult(False, base, checked)
         p.model.params = state.params
         while state.step < hi:
