@@ -181,16 +181,7 @@ def _solve(store: BlobStore, doc: dict, out: Path, adversary: str | None = None,
 
 def _record(store: BlobStore, doc: dict, result_cid: str, fetch: market.Fetch, run: Path) -> dict | str:
     """The solver's result, its record written where TaskEvalRecord reads it, or why it cannot be used."""
-    fetch(result_cid)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / task_eval.FILE).write_bytes(store.read_bytes(result_cid))
-    try:
-        rec = task_eval.load(run)
-    except task_eval.TaskEvalError as e:
-        return f"unreadable eval result: {e}"
-    if {k: rec.get(k) for k in task_eval.JOB_KEYS} != _job(doc):
-        return "the result is of another eval job"
-    return rec
+    return market.fetch_record(store, result_cid, fetch, run, task_eval, _job(doc), "eval result")
 
 
 def _score_mismatch(store: BlobStore, doc: dict, rec: dict) -> str | None:

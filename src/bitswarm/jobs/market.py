@@ -313,18 +313,23 @@ def _infer_solve(store: BlobStore, doc: dict, out: Path, adversary: str | None =
     return Solved(Party("solver", comp, n, comp.adversary.tactic() if comp.adversary else honest), cid, [cid])
 
 
-def _infer_record(store: BlobStore, doc: dict, result_cid: str, fetch: Fetch, run: Path) -> dict | str:
-    """The solver's record, written where InferRecord reads it, or why it cannot be used."""
+def fetch_record(store: BlobStore, result_cid: str, fetch: Fetch, run: Path, module, job: dict, what: str) -> dict | str:
+    """A solver's record, fetched and written where `module` (verify.inference, verify.task_eval)
+    reads it, or why it cannot be used (unreadable, or of another job)."""
     fetch(result_cid)
     run.mkdir(parents=True, exist_ok=True)
-    (run / inference.FILE).write_bytes(store.read_bytes(result_cid))
+    (run / module.FILE).write_bytes(store.read_bytes(result_cid))
     try:
-        rec = inference.load(run)
-    except inference.InferenceError as e:
-        return f"unreadable inference record: {e}"
-    if {k: rec.get(k) for k in inference.JOB_KEYS} != _infer_job(doc):
-        return "the record is of another inference job"
+        rec = module.load(run)
+    except BitswarmError as e:
+        return f"unreadable {what}: {e}"
+    if {k: rec.get(k) for k in module.JOB_KEYS} != job:
+        return f"the {what} is of another job"
     return rec
+
+
+def _infer_record(store: BlobStore, doc: dict, result_cid: str, fetch: Fetch, run: Path) -> dict | str:
+    return fetch_record(store, result_cid, fetch, run, inference, _infer_job(doc), "inference record")
 
 
 def _infer_audit(store: BlobStore, doc: dict, result_cid: str, fetch: Fetch, out: Path, *, root: str, last_leaf: str,
