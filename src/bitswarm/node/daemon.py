@@ -11,6 +11,7 @@ and the exchange (whose libp2p daemon is reaped) are closed and node.json is rem
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -22,19 +23,27 @@ from eth_utils import event_abi_to_log_topic
 
 from bitswarm.errors import BitswarmError
 from bitswarm.home import Home
-from bitswarm.jobs import market
 from bitswarm.ledger.client import JOB_STATUS, KINDS, ROLE_NAMES, Ledger
 from bitswarm.ledger.errors import LedgerError, RevertError
 from bitswarm.node.config import Settings
-from bitswarm.node.roles import Roles, cid_of
+from bitswarm.node.roles import Roles, cid_of, lazy_market
 from bitswarm.node.state import NodeState
 from bitswarm.store import BlobStore
 from bitswarm.store.atomic import atomic_write_text
 
 log = logging.getLogger("bitswarm.node")
+
 FINAL = ("done", "failed", "cancelled")
 SNAPSHOT_EVERY_S = 15  # balances only change with blocks; a new block refreshes them at once
 EVENT_CONTRACT = "JobMarket"
+
+
+def _trim_heap() -> None:
+    """Hand the heap that start-up freed (imports, the DHT's start) back to the system."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        pass
 
 
 class NodeError(BitswarmError):
@@ -100,6 +109,7 @@ class Node:
         if self.on_ready:
             self.on_ready(info)
         self._snapshot(force=True)
+        _trim_heap()
         log.info("node %s up: roles %s, peer %s, api %s", self.ledger.address, ",".join(sorted(self.roles)),
                  self.exchange.peer_id, self.api.url if self.api else "off")
 
@@ -261,14 +271,14 @@ class Node:
         cid = body["spec_cid"]
         if not self.store.has(cid):
             raise NodeError(f"job document {cid} is not in this node's store; `bitswarm job submit` stores it")
-        doc = market.load_doc(self.store, cid)
+        doc = lazy_market().load_doc(self.store, cid)
         if doc["kind"] != body["kind"]:
             raise NodeError(f"the document is a {doc['kind']} job, not {body['kind']}")
-        for c in market.inputs(doc):
+        for c in lazy_market().inputs(doc):
             if not self.store.has(c):
                 raise NodeError(f"input {c} of the job is not in this node's store")
-        leaves, ops = market.plan(self.store, doc)
-        for c in [cid, *market.inputs(doc)]:
+        leaves, ops = lazy_market().plan(self.store, doc)
+        for c in [cid, *lazy_market().inputs(doc)]:
             self.announce(c, "job input")
         stake = body.get("stake") or self.ledger.call("JobMarket", "min_stake")
         extra = {"verify_fee": body["verify_fee"]} if body.get("verify_fee") else {}

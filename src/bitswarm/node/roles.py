@@ -18,13 +18,20 @@ import time
 from dataclasses import dataclass, field
 
 from bitswarm.errors import BitswarmError
-from bitswarm.jobs import market
 from bitswarm.jobs.onchain import ChainParty, challenge, commit_result, evidence
 from bitswarm.ledger.client import DISPUTE_PHASE, JOB_STATUS, KINDS, Ledger
-from bitswarm.ledger.errors import RevertError
-from bitswarm.verify.game import GameError, Party, rule
+from bitswarm.ledger.errors import LedgerError, RevertError
+from bitswarm.verify.game import Party, rule
 
 log = logging.getLogger("bitswarm.node")
+
+
+def lazy_market():
+    """jobs.market, imported on first use: an idle node never loads the kernels (numba, the
+    model code) that only work on a job needs."""
+    from bitswarm.jobs import market
+
+    return market
 
 
 def _hex(v) -> str:
@@ -95,7 +102,7 @@ class Roles:
         if w.doc is None:
             cid = cid_of(chain_job["spec_cid"])
             self.node.fetch(cid)
-            w.doc = market.load_doc(self.node.store, cid)
+            w.doc = lazy_market().load_doc(self.node.store, cid)
         return w.doc
 
     def _local(self, job_id: int, text: str, **fields) -> None:
@@ -115,7 +122,12 @@ class Roles:
             if "referee" in roles:
                 self.referee(job_id, job, status)
             self.anyone(job_id, job, status)
-        except (market.MarketError, GameError) as e:
+        except RevertError as e:  # a transaction the chain refused: this job waits, the others go on
+            self._local(job_id, "the chain refused a transaction", error=str(e))
+            log.warning("job %s: %s", job_id, e)
+        except LedgerError:
+            raise  # the chain is away: the loop retries the whole tick
+        except BitswarmError as e:  # a bad document, an input nobody serves, a game that cannot go on
             self._local(job_id, "cannot work on it", error=str(e))
             log.warning("job %s: %s", job_id, e)
 
@@ -136,11 +148,11 @@ class Roles:
         doc = self._doc(job_id, job)
         if doc["model_bytes"] > cfg.max_model_bytes:
             return f"model of {doc['model_bytes']} bytes exceeds max_model_bytes {cfg.max_model_bytes}"
-        for cid in market.inputs(doc):
+        for cid in lazy_market().inputs(doc):
             self.node.fetch(cid)
         if self.node.store.size(doc["spec"]["model"]) != doc["model_bytes"]:
             return "the job document misstates its model's size"
-        leaves, ops = market.plan(self.node.store, doc)
+        leaves, ops = lazy_market().plan(self.node.store, doc)
         if (leaves, ops) != (job["num_leaves"], job["ops_per_leaf"]):
             return f"the job posts {job['num_leaves']} leaves of {job['ops_per_leaf']} ops; its spec has {leaves} of {ops}"
         return None
@@ -172,7 +184,7 @@ class Roles:
             doc = self._doc(job_id, job)
             self._local(job_id, "solving")
             out = self.node.home.job_dir(job_id, "solver")
-            solved = market.solve(self.node.store, doc, out, self.node.adversary,
+            solved = lazy_market().solve(self.node.store, doc, out, self.node.adversary,
                                   on_step=lambda row: self._local(job_id, f"solving: step {row['step']}"))
             w.party, w.serve = solved.party, solved.serve
             for cid in solved.serve:
@@ -205,10 +217,10 @@ class Roles:
         if d["state"] == "decided" and status == "committed":
             self._local(job_id, "auditing")
             doc = self._doc(job_id, job)
-            for cid in market.inputs(doc):
+            for cid in lazy_market().inputs(doc):
                 self.node.fetch(cid)
             cfg = self.node.settings
-            result = market.audit(
+            result = lazy_market().audit(
                 self.node.store, doc, cid_of(job["result_cid"]), self.node.fetch, self.node.home.job_dir(job_id, "verifier"),
                 root=_hex(job["result_root"]), last_leaf=_hex(job["result_leaf"]), audit_leaf=job["audit_leaf"] if job.get("verify_fee") else None,
                 samples=max(1, round(cfg.verify_sample_rate * job["num_leaves"])), seed=d["args"]["seed"],
@@ -228,7 +240,7 @@ class Roles:
         if st.decision(job_id, "challenge") is not None:
             if w.party is None:  # after a restart: the verifier's own run is on disk
                 doc = self._doc(job_id, job)
-                result = market.audit(
+                result = lazy_market().audit(
                     self.node.store, doc, cid_of(job["result_cid"]), self.node.fetch,
                     self.node.home.job_dir(job_id, "verifier"), root=_hex(job["result_root"]),
                     last_leaf=_hex(job["result_leaf"]), audit_leaf=None, samples=job["num_leaves"], seed=job_id)
@@ -273,17 +285,17 @@ class Roles:
             st.upsert_job(job_id, role="referee")
             self._local(job_id, "refereeing: recomputing the disputed op")
             doc = self._doc(job_id, job)
-            for cid in market.inputs(doc):
+            for cid in lazy_market().inputs(doc):
                 self.node.fetch(cid)
             e = evidence(self.lg, job_id)
             out = self.node.home.job_dir(job_id, "referee")
             try:
-                ref, parties = market.referee(self.node.store, doc, cid_of(job["result_cid"]), self.node.fetch, out, e["k"])
+                ref, parties = lazy_market().referee(self.node.store, doc, cid_of(job["result_cid"]), self.node.fetch, out, e["k"])
                 verdict = rule(ref, parties, e["k"], e["i"], job["ops_per_leaf"], e["before"], e["prev"], e["values"])
             except BitswarmError as err:  # the solver's data is missing or does not reach the agreed leaf
                 log.info("job %s: ruling from its own recomputation (%s)", job_id, err)
                 self._local(job_id, "refereeing: recomputing the job itself")
-                ref, parties = market.referee(self.node.store, doc, None, self.node.fetch, out, e["k"], own=True)
+                ref, parties = lazy_market().referee(self.node.store, doc, None, self.node.fetch, out, e["k"], own=True)
                 verdict = rule(ref, parties, e["k"], e["i"], job["ops_per_leaf"], e["before"], e["prev"], e["values"])
             if verdict["winner"] is None:
                 self._local(job_id, "abstained: neither side computed the op the referee did")
