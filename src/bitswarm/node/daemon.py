@@ -186,8 +186,11 @@ class Node:
             and bool(self.ledger.vote_weight(job_id)))
 
     def busy_solving(self, job_id: int) -> bool:
-        """Whether this node is already solving another job (it solves one at a time)."""
-        return any(r["job_id"] != job_id and r["status"] == "claimed" for r in self.state.jobs(role="solver"))
+        """Whether another of this node's jobs is still being solved or can still be disputed. It
+        takes one at a time: heavy work runs in the loop, and a solver training a second job
+        could not answer a dispute over its first before the round's deadline."""
+        return any(r["job_id"] != job_id and r["status"] in ("claimed", "committed", "disputed")
+                   for r in self.state.jobs(role="solver"))
 
     def _follow(self) -> bool:
         """Apply the market's events since the cursor; returns whether the chain moved. One
