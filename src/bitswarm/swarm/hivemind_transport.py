@@ -47,9 +47,6 @@ def _import_hivemind() -> Any:
     # hivemind shares its futures' buffers through torch; the "file_system" strategy it picks by
     # default starts a torch_shm_manager process per node (~56 MB). File descriptors need none.
     os.environ.setdefault("HIVEMIND_MEMORY_SHARING_STRATEGY", "file_descriptor")
-    # The p2pd daemon (Go) inherits this: collecting at 50% heap growth instead of 100% keeps an
-    # idle daemon's heap smaller for a little CPU.
-    os.environ.setdefault("GOGC", "50")
     # hivemind's import runs torch.jit.script, which warns about its own deprecation.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
