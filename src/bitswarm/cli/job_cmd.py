@@ -20,6 +20,8 @@ from bitswarm.cli.ledger_cmd import credits_to_units, node_api_url, units_to_cre
 from bitswarm.cli.output import JSON_HELP, UserError, emit_json, err, out, reporting
 from bitswarm.cli.state import State, state
 
+AMOUNT_KEYS = ("bounty", "solver_paid", "fee_refund", "amount")  # token units in payout events
+
 app = typer.Typer(help="Jobs on the market: submit one, follow it, fetch its verified result.", no_args_is_help=True)
 
 
@@ -147,7 +149,8 @@ def status(ctx: typer.Context, job_id: int = typer.Argument(..., min=1), as_json
             if res[k]:
                 out.print(f"  {k:<12} {res[k]}")
         for p in pays:
-            out.print(f"  {p['event']}: " + ", ".join(f"{k}={v}" for k, v in p.items() if k != "event"))
+            shown = {k: f"{units_to_credits(v)} credits" if k in AMOUNT_KEYS else v for k, v in p.items()}
+            out.print(f"  {p['event']}: " + ", ".join(f"{k}={v}" for k, v in shown.items() if k not in ("event", "job_id")))
 
 
 @app.command("list")
