@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -223,9 +222,7 @@ def _audit(store: BlobStore, doc: dict, result_cid: str, fetch: market.Fetch, ou
     factory = market._model_factory(store, job["model"])
     comp = task_eval.TaskEvalRecord(run, factory)
     party = Party("verifier", comp, _plan(store, doc)[1])
-    rng = random.Random(seed)
-    targets = sorted(set(rng.sample(range(len(commits)), min(samples, len(commits))))
-                     | ({audit_leaf} if audit_leaf is not None else set()))
+    targets = market.audit_targets(len(commits), samples, seed, audit_leaf)
     checked, attestation = [], None
     for k in targets:
         checked.append(k)

@@ -136,6 +136,14 @@ def _train_solve(store: BlobStore, doc: dict, out: Path, adversary: str | None =
     return Solved(party, cid, [cid, t["spec_cid"], *t["checkpoints"].values()])
 
 
+def audit_targets(n_leaves: int, samples: int, seed: int, audit_leaf: int | None) -> list[int]:
+    """The leaves a verifier re-executes: `samples` drawn with its secret seed, plus the audit
+    leaf the chain drew (whose trace root is the attestation), in order."""
+    rng = random.Random(seed)
+    return sorted(set(rng.sample(range(n_leaves), min(samples, n_leaves)))
+                  | ({audit_leaf} if audit_leaf is not None else set()))
+
+
 @dataclass
 class Audit:
     ok: bool
@@ -194,9 +202,7 @@ def _train_audit(store: BlobStore, doc: dict, result_cid: str, fetch: Fetch, out
         return Audit(True, [], attestation=leaves[audit_leaf] if audit_leaf is not None else None)
     p = prepare(store, spec)  # one model for every replay (a replay loads its own checkpoint)
     n = _train_ops(store, doc, p)
-    rng = random.Random(seed)
-    targets = sorted(set(rng.sample(range(spec.steps), min(samples, spec.steps)))
-                     | ({audit_leaf} if audit_leaf is not None else set()))
+    targets = audit_targets(spec.steps, samples, seed, audit_leaf)
     checked, attestation = [], None
     for k in targets:  # leaf k is the state after step k+1
         base = _base_for(t, k)
@@ -347,9 +353,7 @@ def _infer_audit(store: BlobStore, doc: dict, result_cid: str, fetch: Fetch, out
     factory = _model_factory(store, job["model"])
     comp = inference.InferRecord(run, factory)
     party = Party("verifier", comp, _infer_plan(store, doc)[1])
-    rng = random.Random(seed)
-    targets = sorted(set(rng.sample(range(len(commits)), min(samples, len(commits))))
-                     | ({audit_leaf} if audit_leaf is not None else set()))
+    targets = audit_targets(len(commits), samples, seed, audit_leaf)
     checked, attestation = [], None
     for j in targets:
         checked.append(j)
