@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import random
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from bitswarm.node.blob_direct import DataPort
 from bitswarm.node.blob_protocol import WireError, provider_key, read_reply, read_request
 from bitswarm.node.exchange import BlobExchange, ExchangeError, FetchFailed, _Appender
 from bitswarm.store import BlobStore
@@ -54,17 +57,21 @@ def assert_gone(pids: set[int], timeout: float = 5) -> None:
     assert not p2pd_descendants() & pids, "p2pd left running"
 
 
-@pytest.fixture(scope="module")
-def trio(tmp_path_factory):
-    """Three exchanges, each with its own store and p2pd; a is the bootstrap peer of b and c."""
+@pytest.fixture(scope="module", params=["direct", "libp2p"])
+def trio(request, tmp_path_factory):
+    """Three exchanges, each with its own store and p2pd; a is the bootstrap peer of b and c.
+
+    Once with direct transfers (as nodes run) and once with every byte over libp2p (the fallback).
+    """
     before = p2pd_descendants()
     root = tmp_path_factory.mktemp("exchange")
     made: list[BlobExchange] = []
+    opts = {"start_timeout_s": 20, "chunk_size": 1 << 20, "direct": request.param == "direct"}
     try:
-        a = BlobExchange(BlobStore(root / "a"), start_timeout_s=20).start()
+        a = BlobExchange(BlobStore(root / "a"), **opts).start()
         made.append(a)
         for name in "bc":
-            made.append(BlobExchange(BlobStore(root / name), bootstrap=a.maddrs, start_timeout_s=20).start())
+            made.append(BlobExchange(BlobStore(root / name), bootstrap=a.maddrs, **opts).start())
         ours = p2pd_descendants() - before
         assert len(ours) == 3
         yield tuple(made)
@@ -226,7 +233,8 @@ def test_the_writer_keeps_every_byte_in_order_whatever_the_alignment(tmp_path, w
     pieces = iter([5000, 4096, 64 << 10, 100, 64 << 10] + [64 << 10] * 100)
     try:
         with open(path, "a+b", buffering=0) as f:
-            out = _Appender(f, 64 << 10, depth=2)
+            h = hashlib.sha256(data[:1234])
+            out = _Appender(f, 64 << 10, depth=2, hasher=h)
             pos = 1234
             try:
                 while pos < len(data):
@@ -237,9 +245,9 @@ def test_the_writer_keeps_every_byte_in_order_whatever_the_alignment(tmp_path, w
                     pos += n
             finally:
                 out.finish()
-        assert path.read_bytes() == data
+        assert path.read_bytes() == data and h.digest() == hashlib.sha256(data).digest()
         with open(path, "rb", buffering=0) as f:  # a write that fails is raised in the fetching thread
-            out = _Appender(f, 4096, depth=1)
+            out = _Appender(f, 4096, depth=1, hasher=hashlib.sha256())
             buf = out.buffer()
             out.submit(buf, 4096)
             with pytest.raises(OSError):
@@ -266,12 +274,16 @@ def test_the_dht_refuses_forged_provider_records(trio):
     a, b, c = trio
     cid = b.store.put_bytes(blob(6, 1000))
     b.announce(cid)
-    dht, expires = a._dht, time.time() + 60
+    expires = time.time() + 60
+
+    def store(*args, **kwargs):
+        return a._run(a._dht.store(*args, **kwargs))
+
     # a tries to hide b behind dead addresses, to add junk, and to announce itself with junk.
-    assert not dht.store(provider_key(cid), ["/ip4/10.9.9.9/tcp/1"], expires, subkey=b.peer_id)
-    assert not dht.store(provider_key(cid), b"junk", expires, subkey=a.peer_id)
-    assert not dht.store(provider_key(cid), [1, 2], expires, subkey=a.peer_id)
-    assert not dht.store(provider_key(cid), ["/ip4/10.9.9.9/tcp/1"], expires)
+    assert not store(provider_key(cid), ["/ip4/10.9.9.9/tcp/1"], expires, subkey=b.peer_id)
+    assert not store(provider_key(cid), b"junk", expires, subkey=a.peer_id)
+    assert not store(provider_key(cid), [1, 2], expires, subkey=a.peer_id)
+    assert not store(provider_key(cid), ["/ip4/10.9.9.9/tcp/1"], expires)
     assert c.providers(cid) == [b.peer_id]
     assert c._run(c._find(cid)) == {b.peer_id: b.maddrs}
 
@@ -297,6 +309,7 @@ def _frames(*objs: object, raw: bytes = b"") -> asyncio.StreamReader:
     "frame",
     [{"cid": "sha256:" + "a" * 64, "offset": -1}, {"cid": "sha256:" + "A" * 64, "offset": 0},
      {"cid": "sha256:" + "a" * 64, "offset": 0, "more": 1}, {"cid": "sha256:" + "a" * 64, "offset": True},
+     {"cid": "sha256:" + "a" * 64, "offset": 0, "direct": 1},
      ["sha256:" + "a" * 64, 0]],
 )
 def test_malformed_requests_are_refused_on_arrival(frame):
@@ -316,6 +329,13 @@ def test_replies_are_checked_before_any_byte_is_read():
                 {"status": "refused", "message": 3}):
         with pytest.raises(WireError):
             asyncio.run(reply(bad, offset=6))
+    offer = {"hosts": ["127.0.0.1", "::1"], "port": 4001, "token": "0f" * 16}
+    assert asyncio.run(reply({"status": "ok", "size": 10, "direct": offer})).direct.hosts == ("127.0.0.1", "::1")
+    for bad in ({**offer, "hosts": []}, {**offer, "hosts": ["example.com"]}, {**offer, "hosts": ["1.2.3.4"] * 5},
+                {**offer, "hosts": [16909060]}, {**offer, "port": 0}, {**offer, "port": "80"},
+                {**offer, "token": "0F" * 16}, {**offer, "token": "0f" * 15}, {**offer, "more": 1}, ["127.0.0.1", 1]):
+        with pytest.raises(WireError, match="direct offer"):
+            asyncio.run(reply({"status": "ok", "size": 10, "direct": bad}))
     shown = asyncio.run(reply({"status": "refused", "message": "no\x1b[2J" + "!" * 400})).message
     assert shown == "no?[2J" + "!" * 294  # short, and no terminal escapes reach a person
     with pytest.raises(WireError, match="at most"):
@@ -334,3 +354,57 @@ def test_close_leaves_no_p2pd_behind(tmp_path):
     assert_gone(mine)
     with pytest.raises(ExchangeError, match="not running"):
         x.providers("sha256:" + "0" * 64)
+
+
+def test_a_node_fetches_directly_and_over_libp2p_where_no_offered_host_answers(tmp_path):
+    data = blob(21, 3 * MB + 1)
+    with BlobExchange(BlobStore(tmp_path / "s")) as server, \
+            BlobExchange(BlobStore(tmp_path / "c"), bootstrap=server.maddrs) as client:
+        cid = server.store.put_bytes(data)
+        server.announce(cid)
+        assert client.fetch(cid) == cid and client.store.read_bytes(cid) == data
+        assert client.stats()["direct_transfers"] == 1
+        # Behind NAT the offered address is not reachable: here 127.0.0.2, where nothing listens.
+        server._port.hosts = ["127.0.0.2"]
+        client.store.blob_path(cid).unlink()
+        assert client.fetch(cid) == cid and client.store.read_bytes(cid) == data
+        assert client.stats()["direct_transfers"] == 1 and client.stats()["blobs_fetched"] == 2
+
+
+def test_the_direct_port_serves_a_range_once_and_only_for_its_token(tmp_path):
+    path = tmp_path / "blob"
+    path.write_bytes(blob(22, 100_000))
+    served: list[tuple[int, int]] = []
+
+    def serve(stream, grant):
+        with grant.f:
+            served.append((grant.offset, grant.size))
+            stream.send(grant.f.read()[grant.offset:grant.size], 5)
+        stream.close()
+
+    def take(token: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", port.port), timeout=5) as s:
+            s.sendall(token.encode())
+            chunks = []
+            while chunk := s.recv(1 << 16):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    port = DataPort("127.0.0.1", ["127.0.0.1"], serve, claim_s=1.0)
+    try:
+        offer = port.grant("peer-a", open(path, "rb"), 10, 50_000)
+        assert take("f" * 32) == b"" and take(offer.token[:-1] + "x") == b""  # strangers get nothing
+        assert take(offer.token) == path.read_bytes()[10:50_000]
+        assert take(offer.token) == b"" and served == [(10, 50_000)]  # one range, once
+        late = open(path, "rb")
+        offer = port.grant("peer-b", late, 0, 100_000)
+        deadline = time.monotonic() + 5
+        while not late.closed and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert late.closed and take(offer.token) == b""  # never claimed: expired, its file closed
+        with socket.create_connection(("127.0.0.1", port.port), timeout=5) as s:  # says nothing at all
+            s.settimeout(5)
+            assert s.recv(1) == b""  # dropped after claim_s
+    finally:
+        port.close()
+    assert served == [(10, 50_000)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import gc
 import logging
@@ -19,6 +20,7 @@ from typing import Any, Self
 import base58
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bitswarm.swarm.hivemind_import import import_dht_parts, import_hivemind
 from bitswarm.swarm.p2p_diagnosis import (
     check_bootstrap_maddr,
     diagnose_p2pd,
@@ -41,18 +43,6 @@ ROUND_KEY = "bitswarm/rollouts/{round}"
 # (RecordFilter), so this only bounds what a peer can make every other peer download.
 MAX_PUBLISHES_PER_ROUND = 64
 _SUBKEY = re.compile(r"^([0-9a-f]{64}):(\d{1,6})$")
-
-
-def _import_hivemind() -> Any:
-    # hivemind shares its futures' buffers through torch; the "file_system" strategy it picks by
-    # default starts a torch_shm_manager process per node (~56 MB). File descriptors need none.
-    os.environ.setdefault("HIVEMIND_MEMORY_SHARING_STRATEGY", "file_descriptor")
-    # hivemind's import runs torch.jit.script, which warns about its own deprecation.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import hivemind
-
-    return hivemind
 
 
 def _signed_record_validator(max_bytes: int) -> Any:
@@ -144,7 +134,7 @@ def start_dht(
         raise problem
     peers = [check_bootstrap_maddr(m) for m in initial_peers]
     hosts = [str(m) for m in host_maddrs]
-    hivemind = _import_hivemind()
+    hivemind = import_hivemind()
     with tempfile.TemporaryDirectory(prefix="bitswarm-p2p-") as tmp:  # mode 0700
         identity = os.path.join(tmp, "identity.key")
         fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -181,6 +171,45 @@ def start_dht(
                 e, host_maddrs=hosts, initial_peers=peers, timeout_s=start_timeout_s
             ) from e
     return dht
+
+
+async def start_dht_node(
+    priv: Ed25519PrivateKey,
+    *,
+    initial_peers: Sequence[str],
+    host_maddrs: Sequence[str],
+    start_timeout_s: float,
+    record_validators: Sequence[Any],
+) -> Any:
+    """A hivemind DHTNode on the running event loop, with its own p2pd whose identity is `priv`.
+
+    The node's variant of start_dht: no DHT process and no torch (see hivemind_import), checked
+    and diagnosed the same way. Stop it with `await node.shutdown()`, which stops the daemon.
+    """
+    problem = diagnose_p2pd(p2pd_path())
+    if problem is not None:
+        raise problem
+    peers = [check_bootstrap_maddr(m) for m in initial_peers]
+    hosts = [str(m) for m in host_maddrs]
+    hm = import_dht_parts()
+    with tempfile.TemporaryDirectory(prefix="bitswarm-p2p-") as tmp:  # mode 0700
+        identity = os.path.join(tmp, "identity.key")
+        fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(_libp2p_private_key(priv))
+        try:
+            with warnings.catch_warnings():  # P2P.create calls the deprecated importlib.resources.path
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return await asyncio.wait_for(hm.DHTNode.create(
+                    initial_peers=peers or None,
+                    record_validator=hm.CompositeValidator(list(record_validators)),
+                    host_maddrs=hosts,
+                    identity_path=identity,
+                    check_if_identity_free=False,  # see start_dht
+                    startup_timeout=start_timeout_s,
+                ), start_timeout_s + 15)  # the margin covers the DHT's bootstrap pings
+        except Exception as e:
+            raise diagnose_start_failure(e, host_maddrs=hosts, initial_peers=peers, timeout_s=start_timeout_s) from e
 
 
 _LIVE: weakref.WeakSet[HivemindTransport] = weakref.WeakSet()
@@ -235,7 +264,7 @@ class HivemindTransport:
             record_validators=[_signed_record_validator(max_record_bytes)],
             dht_options=dht_options,
         )
-        self._get_dht_time = _import_hivemind().utils.get_dht_time
+        self._get_dht_time = import_hivemind().utils.get_dht_time
         self._dht = dht
         _LIVE.add(self)
 

@@ -207,6 +207,9 @@ def public_key_of_peer_id(peer_id: bytes) -> bytes | None:
     Parsing, not deriving: it lets us check the daemon runs with our key without the node layer.
     The multihash is (0x00 = identity, length, libp2p protobuf PublicKey).
     """
+    from bitswarm.swarm.hivemind_import import import_dht_parts
+
+    import_dht_parts()  # hivemind.proto without the torch that `import hivemind` brings
     from hivemind.proto import crypto_pb2
 
     if len(peer_id) < 2 or peer_id[0] != 0x00 or peer_id[1] != len(peer_id) - 2:
