@@ -70,7 +70,7 @@ def _tree_usage(pid: int) -> tuple[float, int, dict]:
     kb = {k: int(status[k].split()[0]) * 1024 for k in ("RssAnon", "RssFile", "RssShmem")}
     each = {f"node:{p.pid} (rss)": p.memory_info().rss,
             f"node:{p.pid} of it anonymous": kb["RssAnon"] + kb["RssShmem"],
-            f"node:{p.pid} of it file-backed (code of torch, numba, ...)": kb["RssFile"]}
+            f"node:{p.pid} of it file-backed (code of the libraries)": kb["RssFile"]}
     for q in children:
         each[f"{q.name()}:{q.pid} (uss)"] = q.memory_full_info().uss
     total = sum(v for k, v in each.items() if "of it" not in k)
