@@ -25,6 +25,7 @@ def test_example_spec_is_valid_and_trains(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps({**spec, "seq_len": 16, "global_batch": 2}))
     result, _ = _json("train", "--spec", str(tmp_path / "s.json"), "--out", str(tmp_path / "run"), "--micro-batch", "1", "--json")
     assert set(result) >= {"final_state_hash", "steps", "step_hashes_root"} and result["steps"] == 2
+    assert result["backend"] == "repro" and result["kernels"] == "numba"  # the flag as typed, and what ran it
     assert json.loads((tmp_path / "run" / "result.json").read_text())["final_state_hash"] == result["final_state_hash"]
 
 

@@ -50,7 +50,7 @@ def test_native_backend_trains_but_differs(tiny_model_store, small_spec, tmp_pat
     store, _ = tiny_model_store
     native = _train(store, small_spec, tmp_path / "native", backend="native")
     repro = _train(store, small_spec, tmp_path / "repro")
-    assert native["backend"] == "native" and native["steps"] == 4
+    assert native["kernels"] == "native" and native["steps"] == 4
     assert native["final_state_hash"] != repro["final_state_hash"]
 
 

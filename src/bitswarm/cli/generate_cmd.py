@@ -6,7 +6,6 @@ import typer
 
 from bitswarm.cli.output import JSON_HELP, UserError, emit_json, err, out, reporting
 from bitswarm.cli.state import state
-from bitswarm.store.cid import is_cid
 
 
 def generate(
@@ -26,16 +25,10 @@ def generate(
         st = state(ctx)
         settings = st.settings()
         store = st.store()
-        cid = model
-        if not is_cid(model):
-            hits = store.find_label(model)
-            if not hits:
-                raise UserError(
-                    f"--model {model!r} is neither a CID nor a label in the store; "
-                    "import one with `bitswarm model import NAME`"
-                )
-            cid = hits[0]
         from bitswarm.models.generate import generate as run
+        from bitswarm.models.generate import resolve_model
+
+        cid = resolve_model(store, model)
         from bitswarm.repro.backend import set_threads
 
         set_threads(settings.threads)

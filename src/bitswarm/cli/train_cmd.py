@@ -92,6 +92,7 @@ def train(
                     progress.stop()
         except (SpecError, JobError, DatasetError, BackendError, ModelConfigError, TrainError, AdversaryError) as e:
             raise UserError(str(e)) from None
+        result = {**result, "backend": backend}  # the flag's name; result["kernels"] names the kernels
         if as_json:
             emit_json(result)
         else:

@@ -207,10 +207,10 @@ def dispute(
 
 def infer(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", help="CID of a stored model."),
+    model: str = typer.Option(..., "--model", help="CID of a stored model, or a label from `store ls`."),
     prompt: str = typer.Option(..., "--prompt", help="The prompt text (the model's chat template is applied)."),
     out_dir: Path = typer.Option(..., "--out", help="Directory for the inference record (inference.json)."),
-    max_new_tokens: int = typer.Option(16, "--max-new-tokens", min=1, max=4096, help="Tokens to generate (no early stop)."),
+    max_new_tokens: int = typer.Option(16, "--max-new-tokens", min=1, max=4096, help="Tokens to generate and commit, all of them (so a job's size is known before it runs); the text ends at the first end-of-turn."),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass, in (0, 1]."),
     seed: int = typer.Option(0, "--seed", min=0, help="Sampling seed."),
@@ -219,7 +219,7 @@ def infer(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Verifiable generation: tokens plus a chained commitment per token, for `bitswarm dispute`."""
-    from bitswarm.models.generate import encode_prompt, load
+    from bitswarm.models.generate import encode_prompt, load, resolve_model
     from bitswarm.verify import inference
     from bitswarm.verify.adversary import Adversary, AdversaryError
 
@@ -231,6 +231,7 @@ def infer(
         except AdversaryError as e:
             raise UserError(str(e)) from None
         st = state(ctx)
+        model = resolve_model(st.store(), model)
         m, tok = load(st.store(), model)
         job = {"model": model, "prompt_ids": encode_prompt(tok, prompt, chat=True), "seed": seed, "request_id": request_id,
                "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
@@ -240,7 +241,7 @@ def infer(
                 res = inference.run(m, job, out_dir, adv)
         except inference.InferenceError as e:
             raise UserError(str(e)) from None
-        res["text"] = tok.decode(res["tokens"], skip_special_tokens=True)
+        res["text"] = inference.text_of(tok, res["tokens"])
         if as_json:
             emit_json(res)
         else:

@@ -128,7 +128,7 @@ def run_training(
         p.model, p.state, p.batches_for_step, p.hyper, spec.steps, out, spec.checkpoint_every,
         resume=resume, on_step=on_step, step_fn=step_fn, claim_hash=claim,
     )
-    result["backend"] = p.model.B.name
+    result["kernels"] = p.model.B.name  # "numba" for --backend repro
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
 

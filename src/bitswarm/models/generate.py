@@ -16,7 +16,28 @@ from bitswarm.models import ModelError
 from bitswarm.models.hf_dir import validate_llama_dir
 from bitswarm.store import BlobStore
 
-BACKENDS = {"repro": "numba", "reference": "reference", "native": "native"}
+BACKENDS = {"repro": "numba", "reference": "reference", "native": "native"}  # flag -> kernels
+
+
+def backend_flag(kernels: str) -> str:
+    """The --backend name a person typed for these kernels ("numba" -> "repro")."""
+    return next((flag for flag, k in BACKENDS.items() if k == kernels), kernels)
+
+
+def resolve_model(store: BlobStore, ref: str) -> str:
+    """The CID a --model argument names: a CID in the store, or a label (the newest blob carrying it)."""
+    from bitswarm.store.cid import is_cid
+
+    if is_cid(ref):
+        if not store.has(ref):
+            raise ModelError(f"--model {ref} is not in the store at {store.root}; `bitswarm store ls` lists "
+                             "what it holds, `bitswarm model import NAME` adds one")
+        return ref
+    hits = store.find_label(ref)
+    if not hits:
+        raise ModelError(f"--model {ref!r} is neither a CID nor a label in the store; "
+                         "import one with `bitswarm model import NAME`")
+    return hits[0]
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,15 @@ class Generation:
 
 def load(store: BlobStore, cid: str, backend: str = "repro"):
     """(repro Llama, tokenizer) from a stored directory blob, checked against its CID first."""
+    # Everything a person can get wrong is checked before transformers, numba and torch load
+    # (seconds): an unknown CID is reported at once.
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if not store.has(cid):
+        raise ModelError(f"no model {cid} in the store at {store.root}; `bitswarm store ls` lists what it holds")
+    if store.kind(cid) != "dir":
+        raise ModelError(f"{cid} is a single file, not a model directory")
+    path = store.checkout(cid)
     from transformers import AutoTokenizer
 
     from bitswarm.repro.backend import get_backend
@@ -47,11 +77,6 @@ def load(store: BlobStore, cid: str, backend: str = "repro"):
     from bitswarm.repro.model import Llama
     from bitswarm.repro.weights import load_params
 
-    if backend not in BACKENDS:
-        raise ModelError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    if store.kind(cid) != "dir":
-        raise ModelError(f"{cid} is a single file, not a model directory")
-    path = store.checkout(cid)
     try:
         validate_llama_dir(path)
         cfg = LlamaConfig.from_dir(path)

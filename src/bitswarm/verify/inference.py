@@ -102,6 +102,15 @@ def run(model, job: dict, out: Path, adversary: Adversary | None = None) -> dict
     return {"tokens": tokens, "root": record["root"]}
 
 
+def text_of(tok, tokens: list[int]) -> str:
+    """What a person reads of a record's tokens: up to the first end-of-turn. The record commits
+    to all max_new_tokens tokens (a job's size is fixed before it runs); what a model says after
+    its turn ended ("\nsystem ...") is not its answer."""
+    eos = tok.eos_token_id
+    end = tokens.index(eos) if eos in tokens else len(tokens)
+    return tok.decode(tokens[:end], skip_special_tokens=True)
+
+
 def load(out: Path) -> dict:
     return read_record(out, FILE, "infer", VERSION, InferenceError)
 
