@@ -1,4 +1,4 @@
-"""`bitswarm store`: put, get, list and verify content-addressed blobs."""
+"""`bitswarm store`: put, get, list, verify and remove content-addressed blobs."""
 
 from __future__ import annotations
 
@@ -76,11 +76,11 @@ def ls(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JS
         if not infos:
             err.print("the store is empty; add something with `bitswarm store put PATH`")
             return
-        table = Table("kind", "size", "label")
-        table.add_column("CID", overflow="fold")
+        # One blob per line, its CID first and whole: a table folds CIDs in a narrow terminal,
+        # and a folded CID cannot be copied.
         for b in infos:
-            table.add_row(b.kind, _human_size(b.size), b.label or "", b.cid)
-        out.print(table)
+            out.print(f"{b.cid}  {b.kind:<4}  {_human_size(b.size):>9}  {b.label or ''}", highlight=False,
+                      markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -106,3 +106,96 @@ def verify(
             err.print("put the original again to repair a corrupt blob, or delete its file")
         if not ok:
             raise typer.Exit(1)
+
+
+def _kept_by(kept) -> dict[str, dict[str, int]]:
+    groups: dict[str, dict[str, int]] = {}
+    for k in kept:
+        g = groups.setdefault(k.pin.kind, {"blobs": 0, "bytes": 0})
+        g["blobs"] += 1
+        g["bytes"] += k.size
+    return dict(sorted(groups.items(), key=lambda kv: -kv[1]["bytes"]))
+
+
+def _why(kind: str, grace: float) -> str:
+    return {"labels": "labelled", "blobs": "named by a kept blob",
+            "recent": f"written in the last {grace:g} min (--grace 0 judges them now)"}.get(kind, f"named in {kind}")
+
+
+def _blob_rows(cands) -> list[dict]:
+    return [{"cid": c.cid, "size": c.size, "label": c.label} for c in cands]
+
+
+@app.command()
+def gc(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+    grace: float = typer.Option(
+        15, "--grace", min=0, metavar="MINUTES",
+        help="Keep unpinned blobs written in the last MINUTES: a command still running may have put a "
+             "blob and not yet written the record that pins it. 0 judges every blob now.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Remove every blob nothing pins, and say what that freed.
+
+    A blob is pinned by its label, by being an imported model, by any record under the data
+    directory that names it (runs, node jobs, swarm state, the node's database), or by a kept
+    record blob (a transcript) that names it.
+    """
+    from bitswarm.cli.store_pins import pin_source
+    from bitswarm.store import gc as store_gc
+
+    with reporting(as_json):
+        st = state(ctx)
+        store = st.store()
+        plan = store_gc.plan(store, pin_source(st.paths), grace_seconds=grace * 60)
+        done = None if dry_run else store_gc.collect(store, plan)
+        removed = plan.remove if done is None else done.removed
+        freed = plan.freed_bytes if done is None else done.freed_bytes
+        changed = [] if done is None else done.changed
+        kept_by = _kept_by(plan.kept)
+        if as_json:
+            emit_json({
+                "dry_run": dry_run, "removed": len(removed), "freed_bytes": freed,
+                "kept": len(plan.kept), "kept_bytes": sum(k.size for k in plan.kept), "kept_by": kept_by,
+                "blobs": _blob_rows(removed), "changed": changed,
+            })
+            return
+        if dry_run:
+            for c in removed:  # one line each, CID first, so it copies whole at any width
+                out.print(f"{c.cid}  {_human_size(c.size):>9}  {c.label or ''}", highlight=False, markup=False)
+        verb = "would remove" if dry_run else "removed"
+        out.print(f"{verb} {len(removed)} blob(s), {'would free' if dry_run else 'freed'} {_human_size(freed)}")
+        if plan.kept:
+            why = ", ".join(f"{g['blobs']} {_why(kind, grace)} ({_human_size(g['bytes'])})"
+                            for kind, g in kept_by.items())
+            err.print(f"kept {len(plan.kept)} pinned or recent blob(s): {why}", highlight=False, markup=False)
+        for cid in changed:
+            err.print(f"left {cid}: it was put again, or removed by another process, while gc ran")
+
+
+@app.command("rm")
+def rm(
+    ctx: typer.Context,
+    cids: list[str] = typer.Argument(..., help="CIDs of the blobs to remove (sha256:<64 hex>)."),
+    force: bool = typer.Option(False, "--force", help="Remove them even if a record still names them."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Remove blobs and their labels; refuses one that something pins (and says what) unless --force."""
+    from bitswarm.cli.store_pins import pin_source
+    from bitswarm.store import gc as store_gc
+
+    with reporting(as_json):
+        st = state(ctx)
+        done = store_gc.remove_blobs(st.store(), cids, pin_source(st.paths), force=force)
+        if as_json:
+            emit_json({"removed": len(done.removed), "freed_bytes": done.freed_bytes,
+                       "blobs": _blob_rows(done.removed), "changed": done.changed})
+            return
+        for c in done.removed:
+            err.print(f"removed {c.cid} ({_human_size(c.size)}{', ' + c.label if c.label else ''})",
+                      highlight=False, markup=False)
+        for cid in done.changed:
+            err.print(f"left {cid}: it was put again, or removed by another process, meanwhile")
+        out.print(f"removed {len(done.removed)} blob(s), freed {_human_size(done.freed_bytes)}")

@@ -4,8 +4,10 @@ from bitswarm.store.blobstore import BlobInfo, BlobStore
 from bitswarm.store.cid import cid_of_bytes, parse_cid
 from bitswarm.store.errors import (
     BlobNotFound,
+    BlobPinned,
     CorruptBlob,
     InvalidCID,
+    PinScanError,
     StoreError,
     UnsupportedEntry,
 )
@@ -13,9 +15,11 @@ from bitswarm.store.errors import (
 __all__ = [
     "BlobInfo",
     "BlobNotFound",
+    "BlobPinned",
     "BlobStore",
     "CorruptBlob",
     "InvalidCID",
+    "PinScanError",
     "StoreError",
     "UnsupportedEntry",
     "cid_of_bytes",

@@ -8,7 +8,8 @@ Layout under `root`:
 
 Every read re-hashes what it returns: a blob whose bytes no longer match its CID raises
 CorruptBlob and nothing of it reaches the caller. Every write goes to tmp/ and is renamed into
-place once complete, so a crash never leaves a partial blob under blobs/.
+place once complete, so a crash never leaves a partial blob under blobs/. Removal runs the
+same way backwards: a blob is renamed into tmp/ before it is deleted (see `remove`).
 """
 
 from __future__ import annotations
@@ -18,16 +19,21 @@ import hashlib
 import os
 import secrets
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bitswarm.store import canonical
 from bitswarm.store.atomic import atomic_write_text, fsync_dir
-from bitswarm.store.cid import cid_from_digest, parse_cid
+from bitswarm.store.cid import cid_from_digest, is_cid, parse_cid
 from bitswarm.store.errors import BlobNotFound, CorruptBlob, StoreError, UnsupportedEntry
 
 Progress = canonical.Progress
 MAX_LABEL = 200
+# tmp/ entries that carry no writer pid (tempfile.TemporaryDirectory(dir=store.tmp), used by
+# model import and warm-start while they build a directory to put) cannot be asked whether their
+# writer lives; they are removed only once nothing could still be writing them.
+FOREIGN_TMP_MAX_AGE = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,23 @@ class BlobInfo:
     size: int
     kind: str  # "file" or "dir"
     label: str | None
+
+
+def _check_label(label: str) -> str:
+    label = label.strip()
+    if not label or len(label) > MAX_LABEL or any(c in label for c in "\n\r\x00"):
+        raise StoreError(f"a label is 1 to {MAX_LABEL} printable characters on one line")
+    return label
+
+
+def _tree_bytes(path: Path) -> int:
+    """Bytes of the files under a directory (0 if it is gone)."""
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
 
 
 def _pid_alive(pid: int) -> bool:
@@ -63,10 +86,18 @@ class BlobStore:
 
     def _sweep_tmp(self) -> None:
         """Remove what crashed writers left; a live writer's files carry its pid and are kept."""
+        now = time.time()
         for entry in self.tmp.iterdir():
             pid_text = entry.name.split("-", 1)[0]
-            if pid_text.isdigit() and _pid_alive(int(pid_text)):
-                continue
+            if pid_text.isdigit():
+                if _pid_alive(int(pid_text)):
+                    continue
+            else:
+                try:
+                    if now - entry.lstat().st_mtime < FOREIGN_TMP_MAX_AGE:
+                        continue
+                except FileNotFoundError:
+                    continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
@@ -84,13 +115,18 @@ class BlobStore:
 
     def _commit(self, tmp: Path, hex_digest: str, label: str | None) -> str:
         cid = cid_from_digest(hex_digest)
+        if label is not None:
+            label = _check_label(label)  # before the rename: a bad label stores nothing
         final = self.blobs / hex_digest[:2] / hex_digest
         final.parent.mkdir(exist_ok=True)
-        # Replacing an existing blob is harmless (same bytes) and repairs a corrupted copy.
+        # Replacing an existing blob is harmless (same bytes) and repairs a corrupted copy. It
+        # also gives the blob a new inode, which is how a concurrent `remove` sees it is wanted.
         os.replace(tmp, final)
         fsync_dir(final.parent)
         if label is not None:
-            self.set_label(cid, label)
+            # Not set_label: its has() could catch the moment a concurrent remove() has the
+            # blob in tmp/ before putting it back, and fail a put that did succeed.
+            atomic_write_text(self.labels / hex_digest, label)
         return cid
 
     def adopt(self, path: Path, cid: str) -> str:
@@ -166,9 +202,7 @@ class BlobStore:
     # -- labels ---------------------------------------------------------------------------
 
     def set_label(self, cid: str, label: str) -> None:
-        label = label.strip()
-        if not label or len(label) > MAX_LABEL or any(c in label for c in "\n\r\x00"):
-            raise StoreError(f"a label is 1 to {MAX_LABEL} printable characters on one line")
+        label = _check_label(label)
         if not self.has(cid):
             raise BlobNotFound(f"no blob {cid} in the store at {self.root}")
         atomic_write_text(self.labels / parse_cid(cid), label)
@@ -343,6 +377,105 @@ class BlobStore:
         if cid is not None:
             return self.size(cid)
         return sum(b.size for b in self.list())
+
+    # -- removing -------------------------------------------------------------------------
+    # What may be removed is decided above the store (gc.py, from pins); these only remove safely.
+
+    def blob_stats(self) -> dict[str, os.stat_result]:
+        """Every blob's hex digest with its stat (size, mtime, inode), without opening any blob."""
+        stats = {}
+        for sub in self.blobs.iterdir():
+            if not sub.is_dir():
+                continue
+            for p in sub.iterdir():
+                if is_cid(cid_from_digest(p.name)):
+                    with contextlib.suppress(FileNotFoundError):  # removed since the listing
+                        stats[p.name] = p.stat()
+        return stats
+
+    def remove(self, cid: str, expect_inode: int | None = None) -> int | None:
+        """Delete a blob with its label and checkout; returns the bytes freed.
+
+        Returns None and leaves the blob in place when it was put again meanwhile: since
+        `expect_inode` was read (gc plans from one stat and removes later), or while this ran.
+        Every put renames a new file over the blob, so a changed inode means a writer wants it.
+        The label goes before the blob: a crash between leaves an unlabelled blob, which the
+        next gc decides about again, and never a label naming nothing. What is renamed into
+        tmp/ under this process's pid is removed by the next open if this process dies.
+        """
+        hexd = parse_cid(cid)
+        final = self.blobs / hexd[:2] / hexd
+        try:
+            before = final.stat()
+        except FileNotFoundError:
+            raise BlobNotFound(
+                f"no blob {cid} in the store at {self.root}; `bitswarm store ls` lists what it holds"
+            ) from None
+        if expect_inode is not None and before.st_ino != expect_inode:
+            return None
+        label_trash = self._to_trash(self.labels / hexd)
+        blob_trash = self._to_trash(final)
+        if blob_trash is None:  # another process removed it first
+            self._discard(label_trash)
+            return None
+        if blob_trash.stat().st_ino != before.st_ino:
+            # Renamed away a copy a writer put since the stat: put both back. A link never
+            # replaces what is there, so a newer label the writer set meanwhile is kept.
+            self._restore(blob_trash, final)
+            self._restore(label_trash, self.labels / hexd)
+            return None
+        self._discard(blob_trash)
+        self._discard(label_trash)
+        fsync_dir(final.parent)
+        return before.st_size + self.drop_checkout(cid)
+
+    def checkout_bytes(self, cid: str) -> int:
+        """Disk bytes of a blob's checkout (0 if it has none)."""
+        return _tree_bytes(self.checkouts / parse_cid(cid))
+
+    def drop_checkout(self, cid: str) -> int:
+        """Remove a blob's checkout (loaders re-create it from the blob); returns the bytes freed."""
+        path = self.checkouts / parse_cid(cid)
+        size = _tree_bytes(path)
+        trash = self._to_trash(path)
+        self._discard(trash)
+        return size if trash is not None else 0
+
+    def orphan_checkouts(self) -> list[str]:
+        """CIDs of checkouts whose blob is gone (left by a crash between a blob and its checkout)."""
+        return [cid_from_digest(p.name) for p in sorted(self.checkouts.iterdir())
+                if is_cid(cid_from_digest(p.name)) and not (self.blobs / p.name[:2] / p.name).exists()]
+
+    def _to_trash(self, path: Path) -> Path | None:
+        """Rename `path` into tmp/ under this pid (None if it is not there): one atomic step out."""
+        trash = self.tmp / f"{os.getpid()}-rm-{secrets.token_hex(8)}"
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return None
+        return trash
+
+    def _restore(self, trash: Path | None, path: Path) -> None:
+        if trash is None:
+            return
+        try:
+            os.link(trash, path)  # never replaces: a copy the writer put back meanwhile wins
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(trash, path)
+        with contextlib.suppress(FileNotFoundError):
+            trash.unlink()
+        fsync_dir(path.parent)
+
+    def _discard(self, trash: Path | None) -> None:
+        if trash is None:
+            return
+        if trash.is_dir():
+            shutil.rmtree(trash)
+        else:
+            trash.unlink()
 
 
 def dir_digest(path: Path) -> str:

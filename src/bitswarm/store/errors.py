@@ -24,3 +24,11 @@ class CorruptBlob(StoreError):
 
 class UnsupportedEntry(StoreError):
     """A path the store cannot hold (symlink, device, socket, bad name) or a malformed archive."""
+
+
+class BlobPinned(StoreError):
+    """A blob asked to be removed that something still names (a label, a record, another blob)."""
+
+
+class PinScanError(StoreError):
+    """A record that may pin blobs could not be read, so nothing is removed: gc keeps what it cannot rule on."""
