@@ -102,7 +102,7 @@ def test_corrupt_blob_fails_get_and_verify(tmp_path, bitswarm_home):
 
 def test_model_init_and_generate_json(bitswarm_home):
     init, _ = run_json("model", "init", "tiny", "--seed", "3", "--json")
-    assert init == {"cid": init["cid"], "size": "tiny", "seed": 3}
+    assert init == {"cid": init["cid"], "preset": "tiny", "seed": 3, "size": init["size"]}
     gen, _ = run_json("generate", "--model", init["cid"], "--prompt", "hi", "--max-new-tokens", "4", "--json")
     assert set(gen) == {"model", "prompt", "text", "new_tokens", "seconds", "tokens_per_second"}
     assert gen["model"] == init["cid"] and 1 <= gen["new_tokens"] <= 4

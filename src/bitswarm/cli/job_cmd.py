@@ -16,9 +16,10 @@ from pathlib import Path
 
 import typer
 
-from bitswarm.cli.ledger_cmd import credits_to_units, node_api_url, units_to_credits
+from bitswarm.cli.ledger_cmd import credits_to_units, node_api_url
 from bitswarm.cli.output import JSON_HELP, UserError, emit_json, err, out, reporting
 from bitswarm.cli.state import State, state
+from bitswarm.ledger.units import format_units
 
 AMOUNT_KEYS = ("bounty", "solver_paid", "fee_refund", "amount")  # token units in payout events
 
@@ -103,7 +104,7 @@ def submit(
         if as_json:
             emit_json(res)
         else:
-            out.print(f"job {res['job_id']} posted: {kind}, {units_to_credits(body['bounty'])} credits")
+            out.print(f"job {res['job_id']} posted: {kind}, {format_units(body['bounty'])} credits")
             err.print(f"[dim]spec {cid}; follow it with `bitswarm job status {res['job_id']}`[/]")
 
 
@@ -149,7 +150,7 @@ def status(ctx: typer.Context, job_id: int = typer.Argument(..., min=1), as_json
             if res[k]:
                 out.print(f"  {k:<12} {res[k]}")
         for p in pays:
-            shown = {k: f"{units_to_credits(v)} credits" if k in AMOUNT_KEYS else v for k, v in p.items()}
+            shown = {k: f"{format_units(v)} credits" if k in AMOUNT_KEYS else v for k, v in p.items()}
             out.print(f"  {p['event']}: " + ", ".join(f"{k}={v}" for k, v in shown.items() if k not in ("event", "job_id")))
 
 

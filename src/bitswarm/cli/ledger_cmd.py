@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from pathlib import Path
 
 import typer
 
 from bitswarm.cli.identity_cmd import _passphrase
-from bitswarm.cli.output import JSON_HELP, UserError, emit_json, err, out, reporting
+from bitswarm.cli.output import JSON_HELP, UserError, emit_json, err, out, reporting, when
 from bitswarm.cli.state import State, state
 from bitswarm.ledger import deployment as deployments
 from bitswarm.ledger.deployment import DeployParams
 from bitswarm.ledger.client import CREDIT, ROLE_NAMES, Ledger
+from bitswarm.ledger.units import format_units
 from bitswarm.node import identity
 
 ledger_app = typer.Typer(help="The EVM chain: contracts, balances, deployment.", no_args_is_help=True)
@@ -34,24 +36,28 @@ def credits_to_units(text: str, what: str) -> int:
         raise UserError(f"{what} must be a number of credits, like 100 or 2.5 (got {text!r})") from None
     if not value.is_finite() or value < 0:
         raise UserError(f"{what} must be a non-negative number of credits (got {text!r})")
-    units = value * CREDIT
+    with localcontext() as exact:
+        exact.prec = 100  # the default 28 digits would round big amounts silently; a uint256 has 78
+        units = value * CREDIT
     if units != units.to_integral_value():
         raise UserError(f"{what} has more than 18 decimal places (got {text!r})")
+    if units >= 2**256:
+        raise UserError(f"{what} is more than the chain can hold (got {text!r})")
     return int(units)
 
 
-def units_to_credits(units: int) -> str:
-    text = format(Decimal(units) / CREDIT, "f")
-    # Trailing zeros go only after a decimal point: 1000 credits must not print as "1".
-    return text.rstrip("0").rstrip(".") if "." in text else text
+def _chain_now(lg: Ledger) -> float:
+    """Now, as the contracts will see it: the latest block's time, or the wall clock if the chain
+    has been idle (its next block takes the wall clock's time)."""
+    return max(time.time(), lg.timestamp())
 
 
-def connect(st: State, with_account: bool) -> Ledger:
-    """A client for the configured chain; with_account unlocks the identity (asks the passphrase)."""
+def _web3(st: State, timeout: float = 10):
+    """A web3 client for the configured chain, once its endpoint has answered."""
     from web3 import Web3
 
     rpc_url = st.settings().rpc_url
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 10}))
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
     try:
         w3.eth.chain_id
     except Exception as exc:  # noqa: BLE001 - any transport failure means the same to the user
@@ -59,7 +65,13 @@ def connect(st: State, with_account: bool) -> Ledger:
             f"no EVM JSON-RPC endpoint answers at {rpc_url} ({type(exc).__name__}). Start the embedded chain "
             "with `bitswarm devnet`, or point rpc_url at one (`bitswarm config set rpc_url URL` or BITSWARM_RPC)."
         ) from None
-    dep = deployments.resolve(w3, st.home, rpc_url)
+    return w3
+
+
+def connect(st: State, with_account: bool) -> Ledger:
+    """A client for the configured chain; with_account unlocks the identity (asks the passphrase)."""
+    rpc_url = st.settings().rpc_url
+    dep = deployments.resolve(_web3(st), st.home, rpc_url)
     account = identity.unlock(st.home, _passphrase(confirm=False)) if with_account else None
     return Ledger(rpc_url, dep, account)
 
@@ -148,22 +160,23 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
             out.print("no identity here: `bitswarm identity new` makes one")
             return
         out.print(f"address {address}")
-        out.print(f"  credits {units_to_credits(result['balance'])}  stake {units_to_credits(result['stake'])}"
-                  f"  locked {units_to_credits(node['locked'])}  unbonding {units_to_credits(node['unbonding'])}")
+        out.print(f"  credits {format_units(result['balance'])}  stake {format_units(result['stake'])}"
+                  f"  locked {format_units(node['locked'])}  unbonding {format_units(node['unbonding'])}"
+                  f"  ETH {format_units(result['eth_balance'])}")
         out.print(f"  registered {node['registered']}  roles {','.join(node['roles']) or '-'}")
+        if node["unbonding"]:
+            out.print(f"  unbonding stake withdrawable from {when(node['unbond_release'], _chain_now(lg))}")
 
 
 @ledger_app.command()
 def deploy(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Deploy the contracts to the configured chain from this identity; nodes using this home find them."""
-    from web3 import Web3
-
     from bitswarm.ledger.deployment import deploy as deploy_contracts
 
     with reporting(as_json):
         st = state(ctx)
+        w3 = _web3(st, timeout=30)
         account = identity.unlock(st.home, _passphrase(confirm=False))
-        w3 = Web3(Web3.HTTPProvider(st.settings().rpc_url, request_kwargs={"timeout": 30}))
         dep = deploy_contracts(w3, account)
         path = deployments.save(st.home, dep)
         if as_json:
@@ -199,8 +212,8 @@ def fund(
         if as_json:
             emit_json(result)
         else:
-            out.print(f"funded {result['address']}: {units_to_credits(result['credits'])} credits, "
-                      f"{units_to_credits(result['eth'])} ETH")
+            out.print(f"funded {result['address']}: {format_units(result['credits'])} credits, "
+                      f"{format_units(result['eth'])} ETH")
 
 
 @node_app.command()
@@ -228,8 +241,8 @@ def register(
         have = lg.token_balance()
         if have < amount:
             raise UserError(
-                f"staking {stake} credits needs {units_to_credits(amount)}, but {lg.address} holds "
-                f"{units_to_credits(have)}" + (" (on the devnet: `bitswarm ledger fund`)" if lg.w3.provider.make_request(
+                f"{lg.address} holds {format_units(have)} credits, fewer than the {format_units(amount)} to stake"
+                + (" (on the devnet: `bitswarm ledger fund`)" if lg.w3.provider.make_request(
                     "bitswarm_deployment", []).get("result") else "")
             )
         txs = [lg.register(ident.peer_id, bits).tx_hash]
@@ -240,7 +253,7 @@ def register(
             emit_json({"address": lg.address, **node, "transactions": txs})
         else:
             out.print(f"registered {lg.address} ({ident.peer_id}) as {','.join(node['roles'])}; "
-                      f"stake {units_to_credits(node['stake'])} credits")
+                      f"stake {format_units(node['stake'])} credits")
 
 
 @node_app.command()
@@ -254,6 +267,14 @@ def unbond(
     with reporting(as_json):
         lg = connect(state(ctx), with_account=True)
         if withdraw:
+            node = lg.node(lg.address)
+            if not node["unbonding"]:
+                raise UserError(f"nothing to withdraw: no stake of {lg.address} is unbonding "
+                                "(`bitswarm node unbond` starts unbonding free stake)")
+            now = _chain_now(lg)
+            if node["unbond_release"] > now:
+                raise UserError(f"{format_units(node['unbonding'])} credits are still unbonding: withdrawable from "
+                                f"{when(node['unbond_release'], now)}")
             rc = lg.withdraw()
             result = {"withdrawn": rc.event("Withdrawn")["amount"], "transaction": rc.tx_hash}
         else:
@@ -268,10 +289,10 @@ def unbond(
         if as_json:
             emit_json(result)
         elif withdraw:
-            out.print(f"withdrew {units_to_credits(result['withdrawn'])} credits")
+            out.print(f"withdrew {format_units(result['withdrawn'])} credits")
         else:
-            out.print(f"unbonding {units_to_credits(result['unbonding'])} credits; withdraw with "
-                      f"`bitswarm node unbond --withdraw` after unix time {result['release_time']}")
+            out.print(f"unbonding {format_units(result['unbonding'])} credits; withdraw them with "
+                      f"`bitswarm node unbond --withdraw` from {when(result['release_time'], _chain_now(lg))}")
 
 
 def node_api_url(st: State) -> str:
@@ -308,20 +329,15 @@ def node_api_get(url: str, path: str) -> dict:
 @node_app.command("status")
 def node_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """What the running node reports through its API: who it is, how far it follows the chain, its balances."""
-    from rich.table import Table
-
     with reporting(as_json):
         url = node_api_url(state(ctx))
         status_, balances = node_api_get(url, "/status"), node_api_get(url, "/balances")
         if as_json:
             emit_json({"api_url": url, "status": status_, "balances": balances})
             return
-        table = Table(show_header=False, box=None, pad_edge=False)
-        table.add_column(style="bold")
-        table.add_column()
 
         def credits(key: str) -> str:
-            return "-" if balances.get(key) is None else f"{units_to_credits(balances[key])} credits"
+            return "-" if balances.get(key) is None else f"{format_units(balances[key])} credits"
 
         uptime = status_.get("uptime_s")
         rows = [
@@ -334,13 +350,16 @@ def node_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
             ("uptime", f"{uptime:.0f} s" if uptime is not None else None),
             ("version", status_.get("version")),
             ("api", url),
-            ("p2p", "\n".join(status_.get("maddrs") or []) or "-"),
+            *[("p2p" if i == 0 else "", maddr) for i, maddr in enumerate(status_.get("maddrs") or ["-"])],
             ("credits", credits("token")),
             ("stake", credits("stake")),
             ("locked", credits("locked")),
             ("unbonding", credits("unbonding")),
-            ("eth", "-" if balances.get("eth") is None else f"{units_to_credits(balances['eth'])} ETH"),
+            ("eth", "-" if balances.get("eth") is None else f"{format_units(balances['eth'])} ETH"),
         ]
+        # Plain lines, not a table: a table squeezed into the terminal folds an address or a
+        # multiaddr across lines, and then it no longer copies whole.
+        width = max(len(name) for name, _ in rows)
         for name, value in rows:
-            table.add_row(name, "-" if value is None else str(value))
-        out.print(table)
+            out.print(f"[bold]{name:<{width}}[/]  ", end="")
+            out.print("-" if value is None else str(value), markup=False, highlight=False)

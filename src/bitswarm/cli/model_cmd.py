@@ -44,7 +44,8 @@ def init(
         with stages(enabled=not as_json) as stage:
             cid = importer.init_model(store, size, seed, stage)
         if as_json:
-            emit_json({"cid": cid, "size": size, "seed": seed})
+            # "size" is bytes here as in `model import` and `store put`; the size argument is the preset.
+            emit_json({"cid": cid, "preset": size, "seed": seed, "size": store.size(cid)})
         else:
             out.print(cid)
 

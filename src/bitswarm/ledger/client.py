@@ -22,6 +22,7 @@ from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from bitswarm.ledger.compile import compile_contract
 from bitswarm.ledger.deployment import Deployment
 from bitswarm.ledger.errors import ConnectionFailed, LedgerError, RevertError
+from bitswarm.ledger.units import CREDIT, format_units  # noqa: F401 - CREDIT is still imported from here
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ KINDS = {"train": 0, "infer": 1, "eval": 2}
 # Status 8 was "draw": a referee vote now runs on until it has a majority, so none is issued.
 JOB_STATUS = {1: "open", 2: "claimed", 3: "committed", 4: "disputed", 5: "done", 6: "failed", 7: "cancelled"}
 DISPUTE_PHASE = {0: "none", 1: "step", 2: "trace", 3: "op", 4: "vote", 5: "settled"}
-CREDIT = 10**18  # token units per credit (18 decimals)
 
 
 @dataclass(frozen=True)
@@ -483,7 +483,7 @@ class Ledger:
         """Raise LedgerError, saying what to do, unless this account can back a swarm submission."""
         need = self.swarm_stake()
         node = self.node()
-        stake_cmd = f"`bitswarm node register --roles swarm --stake {need / CREDIT:g}`"
+        stake_cmd = f"`bitswarm node register --roles swarm --stake {format_units(need)}`"
         if not node["registered"] or not node["roles"] & ROLE_SWARM:
             raise LedgerError(
                 f"{self.address} is not registered as a swarm node, so the SwarmCoordinator refuses its rounds: "
@@ -492,8 +492,8 @@ class Ledger:
         free = node["staked"] - node["locked"]
         if free < need:
             raise LedgerError(
-                f"{self.address} has {free / CREDIT:g} credits of free stake ({node['staked'] / CREDIT:g} staked, "
-                f"{node['locked'] / CREDIT:g} locked), but each swarm submission locks {need / CREDIT:g} credits until "
+                f"{self.address} has {format_units(free)} credits of free stake ({format_units(node['staked'])} staked, "
+                f"{format_units(node['locked'])} locked), but each swarm submission locks {format_units(need)} credits until "
                 f"its refutation window closes: stake more with {stake_cmd}, or wait for earlier rounds to be released"
             )
 

@@ -16,10 +16,12 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.exceptions import ContractLogicError, Web3RPCError
 
 from bitswarm.home import Home
 from bitswarm.ledger.compile import CONTRACT_NAMES, compile_contract
-from bitswarm.ledger.errors import DeploymentError
+from bitswarm.ledger.errors import DeploymentError, InsufficientFunds
+from bitswarm.ledger.units import format_units
 from bitswarm.store.atomic import atomic_write_text
 
 
@@ -117,16 +119,70 @@ def resolve(w3: Web3, home: Path | None, rpc_url: str) -> Deployment:
     return found
 
 
-def _deploy_one(w3: Web3, account: LocalAccount, name: str, args: list, nonce: int) -> str:
+# The owner's one set_slashers call after the four deployments: two stores and checks, far below this.
+SET_SLASHERS_GAS = 150_000
+
+
+def _gas_limit(estimate: int) -> int:
+    """The gas a deployment transaction may use: the estimate with headroom for the chain's rounding."""
+    return int(estimate * 1.2) + 20_000
+
+
+def _constructor_args(params: DeployParams, owner: str, token: str | None, registry: str | None) -> dict[str, list]:
+    """Each contract's constructor arguments, in deployment order; token and registry are addresses
+    (None until deployed: only the contracts after them use them)."""
+    return {
+        "Token": ["bitswarm credits", "BSC", owner],
+        "NodeRegistry": [token, params.unbond_delay],
+        "JobMarket": [token, registry, params.commit_timeout, params.round_timeout, params.vote_timeout,
+                      params.referee_min_stake, params.min_stake],
+        "SwarmCoordinator": [registry, params.swarm_round_duration, params.swarm_stake, params.vote_timeout,
+                             params.referee_min_stake],
+    }
+
+
+def _constructor(w3: Web3, name: str, args: list):
     compiled = compile_contract(name)
-    factory = w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
-    ctor = factory.constructor(*args)
-    gas = ctor.estimate_gas({"from": account.address})
-    tx = ctor.build_transaction(
-        {"from": account.address, "nonce": nonce, "gas": int(gas * 1.2) + 20_000,
-         "gasPrice": w3.eth.gas_price, "chainId": w3.eth.chain_id}
-    )
-    tx_hash = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+    return w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode).constructor(*args)
+
+
+def deploy_cost(w3: Web3, owner: str, params: DeployParams = DeployParams()) -> tuple[int, int]:
+    """(gas, wei): the most deploy() spends at the current gas price, from the gas limits it sets."""
+    # The constructors only store the addresses they get, so the owner's stands in for the
+    # contracts not deployed yet, and the estimates equal the real ones.
+    calls = _constructor_args(params, owner, owner, owner)
+    gas = sum(_gas_limit(_constructor(w3, name, args).estimate_gas({"from": owner})) for name, args in calls.items())
+    gas += SET_SLASHERS_GAS
+    return gas, gas * w3.eth.gas_price
+
+
+def check_funds(w3: Web3, owner: str, params: DeployParams = DeployParams()) -> None:
+    """Raise InsufficientFunds, saying how much and how to get it, unless `owner` can pay the whole
+    deployment: checked before the first transaction, so no half-deployed set is left behind."""
+    gas, cost = deploy_cost(w3, owner, params)
+    balance = w3.eth.get_balance(owner)
+    if balance < cost:
+        raise InsufficientFunds(
+            f"{owner} holds {format_units(balance)} ETH on chain {w3.eth.chain_id}, but deploying bitswarm's "
+            f"four contracts needs about {format_units(cost)} ETH of gas ({gas} gas at the chain's current price). "
+            f"Send ETH to {owner} from an account that has some (on the embedded devnet: "
+            f"`bitswarm ledger fund {owner}`), then deploy again."
+        )
+
+
+def _deploy_one(w3: Web3, account: LocalAccount, name: str, args: list, nonce: int) -> str:
+    ctor = _constructor(w3, name, args)
+    try:
+        tx = ctor.build_transaction(
+            {"from": account.address, "nonce": nonce, "gas": _gas_limit(ctor.estimate_gas({"from": account.address})),
+             "gasPrice": w3.eth.gas_price, "chainId": w3.eth.chain_id}
+        )
+        tx_hash = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+    except (ContractLogicError, Web3RPCError) as exc:
+        # Checked funds can still run short if the gas price jumps; the chain's own words then.
+        raise DeploymentError(
+            f"deploying {name} from {account.address} failed: {getattr(exc, 'message', None) or exc}"
+        ) from exc
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
     if receipt["status"] != 1 or not receipt["contractAddress"]:
         raise DeploymentError(f"deploying {name} failed (tx {tx_hash.hex()})")
@@ -135,23 +191,15 @@ def _deploy_one(w3: Web3, account: LocalAccount, name: str, args: list, nonce: i
 
 def deploy(w3: Web3, account: LocalAccount, params: DeployParams = DeployParams()) -> Deployment:
     """Deploy the four contracts from `account`, which becomes token minter and registry owner."""
+    check_funds(w3, account.address, params)
     nonce = w3.eth.get_transaction_count(account.address, "pending")
-    token = _deploy_one(w3, account, "Token", ["bitswarm credits", "BSC", account.address], nonce)
-    registry = _deploy_one(w3, account, "NodeRegistry", [token, params.unbond_delay], nonce + 1)
-    market = _deploy_one(
-        w3, account, "JobMarket",
-        [token, registry, params.commit_timeout, params.round_timeout, params.vote_timeout,
-         params.referee_min_stake, params.min_stake],
-        nonce + 2,
-    )
-    swarm = _deploy_one(
-        w3, account, "SwarmCoordinator",
-        [registry, params.swarm_round_duration, params.swarm_stake, params.vote_timeout, params.referee_min_stake],
-        nonce + 3,
-    )
+    contracts: dict[str, str] = {}
+    for i, name in enumerate(CONTRACT_NAMES):  # the order _constructor_args lists them in
+        args = _constructor_args(params, account.address, contracts.get("Token"), contracts.get("NodeRegistry"))[name]
+        contracts[name] = _deploy_one(w3, account, name, args, nonce + i)
     deployment = Deployment(
         chain_id=w3.eth.chain_id,
-        contracts={"Token": token, "NodeRegistry": registry, "JobMarket": market, "SwarmCoordinator": swarm},
+        contracts=contracts,
         deployer=account.address,
         block=w3.eth.block_number,
         params=asdict(params),
@@ -161,5 +209,5 @@ def deploy(w3: Web3, account: LocalAccount, params: DeployParams = DeployParams(
 
     # The registry takes its slashers once; after this call the owner has no say over stake.
     owner = Ledger(w3.provider.endpoint_uri, deployment, account)
-    owner.transact("NodeRegistry", "set_slashers", market, swarm)
+    owner.transact("NodeRegistry", "set_slashers", contracts["JobMarket"], contracts["SwarmCoordinator"])
     return deployment

@@ -18,6 +18,10 @@ class DeploymentError(LedgerError):
     """No usable deployment: the message says where it looked and what to run."""
 
 
+class InsufficientFunds(LedgerError):
+    """An account holds too little ETH for the gas of what it was asked to do; says how much and where to get it."""
+
+
 class RevertError(LedgerError):
     """A call or transaction the contract refused; `reason` is the contract's revert string."""
 
