@@ -72,9 +72,20 @@ class Home:
         """The embedded devnet's chain data (ledger.devnet)."""
         return self.root / "devnet"
 
-    def swarm(self, name: str) -> Path:
-        """A swarm's working state ("local" for `swarm run`, "joined" for `swarm join`)."""
-        return self.root / "swarm" / name
+    @property
+    def swarms(self) -> Path:
+        """Swarm state: one folder per swarm, for `swarm run` and `swarm join` alike."""
+        return self.root / "swarm"
+
+    def swarm(self, kind: str, key: str) -> Path:
+        """One swarm's state (its swarm.json, peer state, training runs): `kind` is the command
+        ("run" or "join"), `key` the short hash of what defines the swarm (swarm.state.key_of),
+        so a swarm with another model, tasks or settings never continues this one's peers."""
+        return self.swarms / f"{kind}-{key}"
+
+    def swarm_states(self, kind: str) -> list[Path]:
+        """Every swarm state folder of one command, for telling a new swarm from the last one."""
+        return sorted(p for p in self.swarms.glob(f"{kind}-*") if p.is_dir())
 
 
 def resolve_home(explicit: str | os.PathLike | None = None) -> Path:

@@ -14,6 +14,7 @@ from bitswarm.swarm.runner import LocalSwarm
 
 from ..ledger.chains import start_devnet
 from .conftest import FAST
+from .support import JOIN, cli_json, invoke, memory_join, model_in_home  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.network
 STAKE = 100 * CREDIT
@@ -140,3 +141,34 @@ def test_an_inflated_claim_is_refuted_voted_down_and_slashed(warm_tiny, tiny_mix
         lg.swarm_release_vote(lied, liar.address)
         assert lg.node()["locked"] == 0 and lg.node()["staked"] == STAKE
     assert owner.call("SwarmCoordinator", "wins", liar.address) == 0
+
+
+# -- `swarm join --ledger` as a person runs it (over memory: the p2p daemon is not what is tested) --
+
+@pytest.fixture
+def on_chain(chain, monkeypatch, memory_join) -> str:
+    """This home's identity, pointed at the chain; returns the tiny model's CID in its store."""
+    monkeypatch.setenv("BITSWARM_RPC", chain.url)
+    monkeypatch.setenv("BITSWARM_PASSPHRASE", "join test phrase")
+    assert invoke(["identity", "new", "--json"]).exit_code == 0
+    return model_in_home()
+
+
+def test_join_ledger_from_an_unregistered_unfunded_identity_is_an_error(on_chain):
+    err = cli_json([*JOIN, "--model", on_chain, "--ledger", "--json"], ok=False)["error"]
+    assert "has no ETH to pay gas" in err and "`bitswarm ledger fund`" in err
+    assert "is not registered as a swarm node" in err and "bitswarm node register --roles swarm" in err
+
+
+def test_join_ledger_stops_at_a_refused_submission_with_the_reason(on_chain, chain):
+    assert invoke(["ledger", "fund", "--credits", "100", "--json"]).exit_code == 0
+    need = chain.ledger(0).swarm_stake() // CREDIT
+    assert invoke(["node", "register", "--roles", "swarm", "--stake", str(3 * need), "--json"]).exit_code == 0
+    first = cli_json([*JOIN, "--model", on_chain, "--ledger", "--json"])
+    assert first["submitted"] == 1 and first["rounds"] == [0]
+    # The chain is still in the same round: the resumed peer's next claim is refused as a repeat,
+    # which once read as `"submitted": 0` with exit 0.
+    res = invoke([*JOIN, "--model", on_chain, "--ledger", "--rounds", "2"])
+    assert res.exit_code == 1, res.output
+    assert "round 1 was trained, but the chain refused its claim" in res.stderr
+    assert "already submitted for this round" in res.stderr

@@ -9,24 +9,16 @@ import sys
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from typer.testing import CliRunner
 
 from bitswarm.cli.main import app
-from bitswarm.swarm.records import Rollout, RolloutRecord, encode_signed, public_key_hex
-from bitswarm.jobs.tasks import TaskMix
 
-runner = CliRunner()
-
-
-def _json(args: list[str]) -> dict:
-    res = runner.invoke(app, args)
-    assert res.exit_code == 0, res.output
-    return json.loads(res.stdout.strip().splitlines()[-1])
+from .support import answer_record, model_in_home, runner
+from .support import cli_json as _json
 
 
 @pytest.fixture
 def tiny_in_home(bitswarm_home) -> str:
-    return _json(["model", "init", "tiny", "--json"])["cid"]
+    return model_in_home()
 
 
 def test_swarm_run_prints_the_summary(tiny_in_home):
@@ -74,16 +66,8 @@ def test_swarm_join_trains_on_the_swarms_rollouts(tiny_in_home, bitswarm_home):
 
     assert runner.invoke(app, ["identity", "new", "--json"], env={"BITSWARM_PASSPHRASE": "join test phrase"}).exit_code == 0
     key = Ed25519PrivateKey.generate()
-    mix = TaskMix(["tiny_sum"])
-    refs = mix.sample(0, 0, "host", 3)
-    rollouts = []
-    for gi, ref in enumerate(refs):
-        right = f"<answer>{mix.reference_answer(ref)}</answer>"
-        for completion, reward in [(right, 1.0), ("<answer>nope</answer>", 0.0)]:
-            rollouts.append(Rollout(dataset=ref.dataset, seed=ref.seed, index=ref.index, completion=completion,
-                                    claimed_reward=reward, group=gi))
     with HivemindTransport(key) as host:
-        host.publish(0, encode_signed(RolloutRecord(round=0, peer=public_key_hex(key), seq=0, rollouts=rollouts), key))
+        host.publish(0, answer_record(key, 0, groups=3))
         env = {**os.environ, "BITSWARM_HOME": str(bitswarm_home)}
         proc = subprocess.run(
             [sys.executable, "-m", "bitswarm", "swarm", "join", *sum((["--bootstrap", m] for m in host.visible_maddrs()), []),

@@ -47,6 +47,36 @@ def _print_round(report: dict) -> None:
               highlight=False)
 
 
+def _open_state(st, kind: str, defn: dict, workdir: Path | None):
+    """The swarm's state folder: <home>/swarm/<kind>-<key>, or --workdir when given (which then
+    must hold this swarm or nothing: its files are never mixed with another swarm's)."""
+    from bitswarm.swarm import state as swarm_state
+
+    if workdir is not None:
+        try:
+            return swarm_state.open_state(workdir.expanduser().absolute(), defn)
+        except swarm_state.SwarmStateError as exc:
+            raise UserError(f"--workdir: {exc} (without --workdir, each swarm gets a folder of its own "
+                            f"under {st.paths.swarms})") from None
+    key = swarm_state.key_of(defn)
+    return swarm_state.open_state(st.paths.swarm(kind, key), defn, st.paths.swarm_states(kind))
+
+
+def _say_state(opened, at_round: int, rounds: int) -> None:
+    """One line on which swarm this is: new (and how it differs from the last one) or resumed."""
+    if not opened.resumed:
+        line = f"new swarm {opened.key}: state in {opened.dir}"
+        if opened.changed:
+            line += (f" (it differs from the last one in {', '.join(opened.changed)}; "
+                     f"that one's state stays in {opened.previous})")
+    elif at_round >= rounds:
+        line = (f"swarm {opened.key} already reached round {at_round}: nothing to run "
+                f"(a higher --rounds goes on); state in {opened.dir}")
+    else:
+        line = f"resuming swarm {opened.key} at round {at_round}: state in {opened.dir}"
+    err.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
 def _print_bootstrap(swarm) -> None:
     if swarm.transport == "hivemind":
         first = next(iter(swarm.peers.values()))
@@ -59,7 +89,8 @@ def _print_bootstrap(swarm) -> None:
 def _common():
     return dict(
         model=typer.Option(..., "--model", help="CID of the base policy every peer starts from."),
-        rounds=typer.Option(3, "--rounds", min=1, help="Rounds to reach (a rerun over the same --workdir resumes)."),
+        rounds=typer.Option(3, "--rounds", min=1, help="Rounds to reach. A rerun with the same model, tasks and "
+                            "settings resumes that swarm; any other starts a new one."),
         local=typer.Option(4, "--local", help="I: local rollout groups (tasks) per peer per round."),
         external=typer.Option(4, "--external", min=0, help="J: external groups taken from the swarm per round."),
         group_size=typer.Option(4, "--group-size", min=2, help="Completions per task (GRPO's group)."),
@@ -92,13 +123,16 @@ def run(
     lr: float = _C["lr"],
     backend: str = _C["backend"],
     task_seed: int = _C["task_seed"],
-    workdir: Path = typer.Option(None, "--workdir", help="Peer state and training runs (default: <home>/swarm/local).", show_default=False),
+    workdir: Path = typer.Option(None, "--workdir", help="This swarm's peer state and training runs (default: "
+                                 "<home>/swarm/run-<hash of the model, tasks and settings>, one folder per swarm). "
+                                 "A folder holding another swarm is refused.", show_default=False),
     adversary: list[str] = typer.Option(
         [], "--adversary", help="PEER:NAME makes peer PEER (peer-0, peer-1, …) cheat: inflate (claims reward 1.0) or "
         "oversized (publishes one group padded to 64 completions). Repeatable.", show_default=False),
     as_json: bool = _C["as_json"],
 ):
     """Run a swarm of --peers peers on this machine for --rounds SAPO rounds."""
+    from bitswarm.swarm import state as swarm_state
     from bitswarm.swarm.adversary import AdversaryError, parse_assignments
     from bitswarm.swarm.runner import peer_names, run_swarm
     from bitswarm.swarm.transport import TransportError
@@ -115,12 +149,22 @@ def run(
             raise UserError(str(exc)) from None
         store = st.store()
         _require_model(store, model)
-        work = (workdir or st.paths.swarm("local")).expanduser().absolute()
+        defn = swarm_state.definition("run", model, mix, settings, peers=peers, transport=transport,
+                                      adversaries={name: adv.name for name, adv in adversaries.items()})
+        opened = _open_state(st, "run", defn, workdir)
+        started_at = []
+
+        def on_start(swarm) -> None:
+            started_at.append(swarm.round)
+            _say_state(opened, swarm.round, rounds)
+            _print_bootstrap(swarm)
+
         try:
-            summary = run_swarm(store, model, work, peers, rounds, mix, settings, transport,
-                                on_report=_print_round, on_start=_print_bootstrap, adversaries=adversaries)
+            summary = run_swarm(store, model, opened.dir, peers, rounds, mix, settings, transport,
+                                on_report=_print_round, on_start=on_start, adversaries=adversaries)
         except TransportError as exc:
             raise UserError(str(exc)) from None
+        summary["state"] = opened.as_json(started_at[0])
         if as_json:
             emit_json(summary)
             return
@@ -151,14 +195,17 @@ def join(
     backend: str = _C["backend"],
     task_seed: int = _C["task_seed"],
     listen: str = typer.Option("/ip4/0.0.0.0/tcp/0", "--listen", help="Multiaddr this peer listens on."),
-    ledger: bool = typer.Option(False, "--ledger", help="Record each round on the chain's SwarmCoordinator (needs `bitswarm node register --roles swarm --stake N`: each round locks the contract's swarm stake until its refutation window closes)."),
+    ledger: bool = typer.Option(False, "--ledger", help="Record each round on the chain's SwarmCoordinator (needs ETH for gas and `bitswarm node register --roles swarm --stake N`: each round locks the contract's swarm stake until its refutation window closes). A refused submission stops the command with the chain's reason."),
     as_json: bool = _C["as_json"],
 ):
     """Join an existing swarm over libp2p as this node (its identity's peer key) and train with it."""
     from bitswarm import peer_key
     from bitswarm.node import identity
-    from bitswarm.swarm.peer import SwarmPeer
+    from bitswarm.swarm import state as swarm_state
+    from bitswarm.swarm.coordinator import SubmissionError
     from bitswarm.swarm.hivemind_transport import HivemindTransport
+    from bitswarm.swarm.peer import SwarmPeer
+    from bitswarm.swarm.records import public_key_hex
     from bitswarm.swarm.transport import TransportError
 
     with reporting(as_json):
@@ -169,37 +216,46 @@ def join(
         _require_model(store, model)
         ident = identity.load(st.home)
         key = peer_key.decode_private(ident.peer_file.read_bytes())
-        coordinator = None
+        coordinator = lg = None
         if ledger:
             from bitswarm.cli.ledger_cmd import connect
             from bitswarm.ledger.errors import LedgerError
             from bitswarm.swarm.coordinator import ChainCoordinator
-            from bitswarm.swarm.records import public_key_hex
 
             lg = connect(st, with_account=True)
-            # The chain's current round is where this peer's --start-round lands.
-            coordinator = ChainCoordinator({public_key_hex(key): lg}, round_offset=lg.swarm_round() - start_round)
-            try:  # every round locks stake: say so now, not after the first round's training
+            coordinator = ChainCoordinator({public_key_hex(key): lg})
+            try:  # every round locks stake and costs gas: say so now, not after the first round's training
                 coordinator.check_ready()
             except LedgerError as exc:
                 raise UserError(str(exc)) from None
+        # The peer's own key is part of the swarm: a new identity in this home is a new peer.
+        defn = swarm_state.definition("join", model, mix, settings, peer=public_key_hex(key))
+        opened = _open_state(st, "join", defn, None)
         with stages(not as_json) as stage:
             stage("starting the p2p daemon and reaching the bootstrap peers")
             try:
                 transport = HivemindTransport(key, initial_peers=bootstrap, host_maddrs=[listen])
             except TransportError as exc:
                 raise UserError(str(exc)) from None
+        reports = []
         try:
             err.print(f"[dim]joined as {transport.peer_id}; others can bootstrap from "
                       f"{' '.join(transport.visible_maddrs())}[/]")
-            peer = SwarmPeer(ident.peer_id[-8:], store, st.paths.swarm("joined"), model, transport, mix, key, settings,
+            peer = SwarmPeer(ident.peer_id[-8:], store, opened.dir, model, transport, mix, key, settings,
                              coordinator)
             peer.next_round = max(peer.next_round, start_round)
-            reports = []
+            from_round = peer.next_round
+            if coordinator is not None:
+                # The round this peer runs now is the chain's current round (a resumed peer may be
+                # past --start-round: mapping from --start-round would aim every claim at a future round).
+                coordinator.round_offset = lg.swarm_round() - peer.next_round
+            _say_state(opened, from_round, start_round + rounds)
             while peer.next_round < start_round + rounds:
                 report = peer.run_round()
                 _print_round(report)
                 reports.append(report)
+                if coordinator is not None and coordinator.refused:
+                    raise SubmissionError(*coordinator.refused[-1])
         except TransportError as exc:
             raise UserError(str(exc)) from None
         finally:
@@ -211,12 +267,20 @@ def join(
             "external_groups_used": sum(r["external_groups"] for r in reports),
             "dropped": dict(peer.filter.dropped),
             "submitted": sum(1 for r in reports if r.get("submitted")),
+            # Trained after the chain's round had moved on (no barrier): not submitted, not an error.
+            "late_for_chain": list(coordinator.late) if coordinator is not None else [],
+            "state": opened.as_json(from_round),
         }
         if as_json:
             emit_json(result)
         else:
+            chain = ""
+            if coordinator is not None:
+                chain = f"; {result['submitted']} submitted on chain"
+                if result["late_for_chain"]:
+                    chain += f", rounds {result['late_for_chain']} too late for the chain's round"
             out.print(f"{len(reports)} rounds, rewards {' '.join(f'{r:.3f}' for r in result['rewards'])}; "
-                      f"policy {peer.model}", highlight=False)
+                      f"policy {peer.model}{chain}", highlight=False)
 
 
 @app.command("warm-start")

@@ -14,9 +14,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bitswarm.errors import BitswarmError
 from bitswarm.ledger.errors import LedgerError
 
 log = logging.getLogger(__name__)
+
+
+class SubmissionError(BitswarmError):
+    """A round that was trained but whose claim the chain refused, with the chain's reason."""
+
+    def __init__(self, round_: int, chain_round: int, reason: str):
+        super().__init__(
+            f"round {round_} was trained, but the chain refused its claim for chain round {chain_round}: {reason}. "
+            f"The peer's state is saved, so a rerun goes on from round {round_ + 1}")
+        self.round, self.chain_round, self.reason = round_, chain_round, reason
 
 
 class Coordinator(Protocol):
@@ -59,20 +70,36 @@ class ChainCoordinator:
     Each submission locks the contract's swarm_stake until its refutation window (one round
     duration after its round ends) closes. Before submitting, a peer releases its own earlier
     submissions whose window has closed, so twice swarm_stake keeps it submitting every round
-    while rounds run their full duration (more when the owner cuts rounds short). A refused submission (no free stake, say) is logged and kept in
-    `errors` in words, and training goes on."""
+    while rounds run their full duration (more when the owner cuts rounds short). A refused
+    submission (no free stake, say) is logged and kept in `errors` in words and in `refused`;
+    a simulated swarm trains on, `swarm join` stops with a SubmissionError (its user asked for
+    the chain record, and would otherwise see only a count of nothing submitted)."""
 
     def __init__(self, ledgers: dict, round_offset: int = 0):
         self.ledgers = ledgers
         self.round_offset = round_offset
         self.skipped = 0
         self.errors: list[str] = []
+        self.refused: list[tuple[int, int, str]] = []  # (swarm round, chain round, reason) of each refusal
+        self.late: list[int] = []  # swarm rounds not submitted because the chain's round had moved on
         self._pending: dict[str, list[int]] = {}  # peer -> chain rounds whose stake may still be locked
 
     def check_ready(self) -> None:
-        """Raise LedgerError, saying what to do, if any peer's identity cannot back a submission."""
+        """Raise LedgerError, saying what to do, if any peer's identity cannot back a submission:
+        not a swarm node, too little free stake, or no ETH to pay the submission's gas."""
         for ledger in self.ledgers.values():
-            ledger.swarm_check_stake()
+            problems = []
+            # Checked first and told together: registering needs gas too, so an unfunded
+            # identity told only to register would fail again at its next step.
+            if ledger.eth_balance() == 0:
+                problems.append(f"{ledger.address} has no ETH to pay gas for its submissions: fund it first "
+                                "(`bitswarm ledger fund` on a devnet; on another chain, send it ETH)")
+            try:
+                ledger.swarm_check_stake()
+            except LedgerError as exc:
+                problems.append(str(exc))
+            if problems:
+                raise LedgerError("; and ".join(problems))
 
     def submit(self, peer: str, round_: int, rollout_cid: str, reward: float, step_root: str) -> bool:
         ledger = self.ledgers.get(peer)
@@ -83,14 +110,16 @@ class ChainCoordinator:
             chain_round = round_ + self.round_offset
             if ledger.swarm_round() != chain_round:
                 self.skipped += 1
+                self.late.append(round_)
                 return False
             self._release_closed(peer, ledger)
             ledger.swarm_submit(chain_round, rollout_cid, reward, step_root)
             self._pending.setdefault(peer, []).append(chain_round)
             return True
-        except LedgerError as exc:  # a refused submission must not stop training
+        except LedgerError as exc:  # a refused submission does not stop a simulated swarm; `swarm join` stops
             self.skipped += 1
             self.errors.append(str(exc))
+            self.refused.append((round_, chain_round, str(exc)))
             log.warning("round %d not recorded on chain: %s", chain_round, exc)
             return False
 
