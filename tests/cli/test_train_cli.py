@@ -40,3 +40,25 @@ def test_bad_spec_and_backend_errors(tmp_path):
     assert "choose one of repro, reference, native" in err["error"]
     err, _ = _json("spec", "example", "train", "--model", "not-a-cid", "--json", code=1)
     assert "sha256" in err["error"]
+
+
+def test_a_finished_run_becomes_a_model_to_generate_from(tmp_path, bitswarm_home):
+    from bitswarm.cli import train_cmd
+    from bitswarm.cli.main import app as main_app
+
+    assert any(c.callback is train_cmd.from_run for g in main_app.registered_groups
+               for c in g.typer_instance.registered_commands), "`bitswarm model from-run` is not registered"
+    model, _ = _json("model", "init", "tiny", "--json")
+    spec, _ = _json("spec", "example", "train", "--model", model["cid"], "--steps", "2", "--json")
+    (tmp_path / "s.json").write_text(json.dumps({**spec, "seq_len": 16, "global_batch": 2, "checkpoint_every": 1}))
+    _json("train", "--spec", str(tmp_path / "s.json"), "--out", str(tmp_path / "run"), "--json")
+    _json("model", "from-run", str(tmp_path / "nothing"), "--json", code=1)
+    made, _ = _json("model", "from-run", str(tmp_path / "run"), "--label", "mine", "--json")
+    assert made["base_model"] == model["cid"] and made["steps"] == 2 and made["model"] != model["cid"]
+    gen, _ = _json("generate", "--model", "mine", "--prompt", "hi", "--max-new-tokens", "2", "--json")
+    assert gen["model"] == made["model"]
+    again, _ = _json("model", "from-run", str(tmp_path / "run"), "--json")
+    assert again["model"] == made["model"]  # the same weights, the same CID
+    (tmp_path / "run" / "result.json").unlink()
+    err, _ = _json("model", "from-run", str(tmp_path / "run"), "--json", code=1)
+    assert "has not finished" in err["error"]

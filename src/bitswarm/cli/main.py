@@ -9,11 +9,13 @@ import typer
 from bitswarm import __version__
 from bitswarm.cli import config_cmd, identity_cmd, job_cmd, ledger_cmd, model_cmd, node_cmd, store_cmd, swarm_cmd, verify_cmd
 from bitswarm.cli.generate_cmd import generate
-from bitswarm.cli.train_cmd import spec_app, train
+from bitswarm.cli.output import JsonUsageErrors
+from bitswarm.cli.train_cmd import from_run, spec_app, train
 from bitswarm.cli.state import State
 from bitswarm.home import resolve_home
 
 app = typer.Typer(
+    cls=JsonUsageErrors,  # usage errors follow --json like every other error
     name="bitswarm",
     help="bitswarm: a network for machine learning that nobody has to trust.",
     no_args_is_help=True,
@@ -21,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(store_cmd.app, name="store")
+model_cmd.app.command("from-run")(from_run)
 app.add_typer(model_cmd.app, name="model")
 app.add_typer(identity_cmd.app, name="identity")
 app.add_typer(config_cmd.app, name="config")

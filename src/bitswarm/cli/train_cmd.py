@@ -52,6 +52,7 @@ def train(
     threads: int = typer.Option(None, "--threads", min=1, help="Compute threads (never changes repro results)."),
     micro_batch: int = typer.Option(None, "--micro-batch", min=1, help="Sequences per forward/backward pass; must divide the global batch (never changes repro results)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    checkpoint_budget_gb: float = typer.Option(2.0, "--checkpoint-budget-gb", min=0.0, help="Disk the run's checkpoints may take: older ones are deleted beyond it (the newest always stays; replays and disputes re-execute from an earlier one). 0 keeps only the newest; a large value keeps all."),
     adversary: str = typer.Option(None, "--adversary", help="Cheat on purpose, to test verification: NAME[@step=K[,op=I]] with NAME one of bitflip, data, skip, lr, lazy, tracelie (faults), inconsistent, silent, short, long, wrongindex (how it answers a dispute)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
@@ -86,7 +87,7 @@ def train(
 
             try:
                 result = run_training(st.store(), spec, out_dir, BACKENDS[backend], threads, micro_batch, resume, on_step,
-                                      adversary=adversary)
+                                      adversary=adversary, checkpoint_budget=round(checkpoint_budget_gb * 10**9))
             finally:
                 if progress is not None:
                     progress.stop()
@@ -98,3 +99,26 @@ def train(
         else:
             out.print(f"final state hash  {result['final_state_hash']}\nsteps             {result['steps']}\n"
                       f"step hashes root  {result['step_hashes_root']}")
+
+
+def from_run(
+    ctx: typer.Context,
+    run_dir: Path = typer.Argument(..., help="A finished `bitswarm train` run directory."),
+    label: str = typer.Option(None, "--label", help="Label of the new model (default: trained-<state hash prefix>)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+):
+    """Make a finished run's trained weights a model you can `generate` from (its CID is printed)."""
+    from bitswarm.jobs.train_job import JobError, model_from_run
+    from bitswarm.repro.train import TrainError
+
+    with reporting(as_json):
+        try:
+            made = model_from_run(state(ctx).store(), run_dir, label)
+        except (JobError, TrainError) as e:
+            raise UserError(str(e)) from None
+        if as_json:
+            emit_json(made)
+        else:
+            out.print(made["model"], highlight=False, soft_wrap=True)
+            err.print(f"[dim]the weights of step {made['steps']} of {run_dir} on {made['base_model'][:19]}…; "
+                      f"try `bitswarm generate --model {made['model']} --prompt ...`[/]")

@@ -24,6 +24,10 @@ class JobError(BitswarmError, RuntimeError):
     pass
 
 
+# A run's checkpoints on disk, by default: one SmolLM2-135M state (1.6 GB) fits, two do not.
+CHECKPOINT_BUDGET = 2 * 10**9
+
+
 def hyper_from(spec: TrainSpec) -> repro_train.Hyper:
     return repro_train.Hyper(
         lr=spec.lr.peak, warmup_steps=spec.lr.warmup_steps, schedule=spec.lr.schedule, min_lr=spec.lr.min_lr,
@@ -55,6 +59,9 @@ class Prepared:
     hyper: repro_train.Hyper
     seq_len: int
     micro_batch: int
+    # The spec's initial state, rebuilt from the stored model (the parameters above may have been
+    # trained in place since): what a step-0 checkpoint written by reference holds.
+    initial_state: Callable[[], repro_train.TrainState]
 
 
 def prepare(store: BlobStore, spec: TrainSpec, backend: str = "numba", micro_batch: int | None = None) -> Prepared:
@@ -85,7 +92,11 @@ def prepare(store: BlobStore, spec: TrainSpec, backend: str = "numba", micro_bat
     # RoPE tables are constants of the model: built here, never inside a step, so every step
     # calls the same op sequence (an adversary's op=I and a trace's op I name the same call).
     model._rope(0, spec.seq_len)
-    return Prepared(model, repro_train.TrainState(params, spec.seed), batches_for_step, hyper_from(spec), spec.seq_len, mb)
+    def initial_state() -> repro_train.TrainState:
+        return repro_train.TrainState(load_params(store.checkout(spec.model), cfg), spec.seed)
+
+    return Prepared(model, repro_train.TrainState(params, spec.seed), batches_for_step, hyper_from(spec), spec.seq_len, mb,
+                    initial_state)
 
 
 def run_training(
@@ -98,9 +109,12 @@ def run_training(
     resume: bool = False,
     on_step: Callable[[dict], None] | None = None,
     adversary: str | None = None,
+    checkpoint_budget: int | None = CHECKPOINT_BUDGET,
 ) -> dict:
     """Train as the spec says. `adversary` (NAME[@step=K]) makes this run cheat on purpose,
-    for testing verification; it is recorded in the run directory."""
+    for testing verification; it is recorded in the run directory. The initial checkpoint is
+    written by reference and older checkpoints are deleted beyond `checkpoint_budget` bytes
+    (None: keep all); see repro.train."""
     from bitswarm.verify.adversary import Adversary, do_step
 
     out = Path(out)
@@ -127,6 +141,7 @@ def run_training(
     result = repro_train.run(
         p.model, p.state, p.batches_for_step, p.hyper, spec.steps, out, spec.checkpoint_every,
         resume=resume, on_step=on_step, step_fn=step_fn, claim_hash=claim,
+        initial_by_reference=True, checkpoint_budget=checkpoint_budget,
     )
     result["kernels"] = p.model.B.name  # "numba" for --backend repro
     (out / "result.json").write_text(json.dumps(result, indent=2))
@@ -138,3 +153,27 @@ def load_run_spec(out: Path) -> TrainSpec:
         return parse_spec(json.loads((Path(out) / SPEC_FILE).read_text()))
     except FileNotFoundError:
         raise JobError(f"{out} holds no training run ({SPEC_FILE} is missing)") from None
+
+
+def model_from_run(store: BlobStore, out: Path, label: str | None = None) -> dict:
+    """Store a finished run's trained weights as a model (the base model's config and tokenizer
+    with the final checkpoint's parameters) and return {"model": CID, ...}."""
+    from bitswarm.models.importer import store_trained
+
+    out = Path(out)
+    spec = load_run_spec(out)
+    try:
+        result = json.loads((out / "result.json").read_text())
+    except FileNotFoundError:
+        raise JobError(f"the run in {out} has not finished (no result.json); `bitswarm train --resume` continues it") from None
+    final = repro_train.checkpoints(out).get(result["steps"])
+    if final is None:
+        raise JobError(f"the run in {out} has no checkpoint of its last step {result['steps']}")
+    state = repro_train.TrainState.load(final)  # re-hashed: a damaged checkpoint is refused
+    if state.hash() != result["final_state_hash"]:
+        raise JobError(f"the last checkpoint in {out} is not the state result.json reports")
+    if not store.has(spec.model):
+        raise JobError(f"the run's base model {spec.model} is not in the store; fetch or import it first")
+    cid = store_trained(store, spec.model, state.params, label=label or f"trained-{result['final_state_hash'][:16]}")
+    return {"model": cid, "base_model": spec.model, "steps": result["steps"],
+            "final_state_hash": result["final_state_hash"], "run": str(out)}

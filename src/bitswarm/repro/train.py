@@ -4,6 +4,17 @@ Output directory:
     steps.jsonl                  one line per finished step: {"step", "state_hash", "loss", "grad_norm"}
     checkpoints/step-XXXXXXXX/   state.safetensors + meta.json, every `checkpoint_every` steps
                                  and at step 0 (the initial state, for replays from the start)
+
+Checkpoint size. A SmolLM2-135M state (parameters and both AdamW moments, fp32) is 1.6 GB,
+so a 20-step run checkpointed every 5 steps wrote 8 GB. Two rules keep a run near one state:
+- by reference: with `initial_by_reference` the step-0 checkpoint is its meta.json alone
+  ("initial": true). The initial state is a pure function of the spec (the base model's
+  parameters, zero moments, the seed), so whoever loads it rebuilds it (`initial=`) and
+  TrainState.load checks it against the hash in the meta as for any checkpoint.
+- a budget: with `checkpoint_budget` bytes, after each checkpoint the oldest ones are deleted
+  until the rest fit (the newest and step 0 always stay). A replay or a dispute rebuilds
+  any state from the newest checkpoint at or before it, so fewer checkpoints cost only
+  re-executed steps, never correctness; the step log keeps every state hash.
 The state hash after step s covers the parameters, the AdamW moments and bias-correction
 powers, the data seed, the step number and the step's results (its mean loss and squared
 gradient norm), so what a run reports is committed with the state that produced it
@@ -104,19 +115,25 @@ class TrainState:
     def hash(self) -> str:
         return state_hash(self.step, self.tensors().items())
 
-    def save(self, path: Path, state_hash: str | None = None) -> None:
+    def save(self, path: Path, state_hash: str | None = None, by_reference: bool = False) -> None:
         """Atomically write a checkpoint directory (temp dir, fsync, rename). Pass the state
-        hash when it is already known: hashing a SmolLM2 state takes a sizeable part of a step."""
+        hash when it is already known: hashing a SmolLM2 state takes a sizeable part of a step.
+        `by_reference` (the initial state only) writes the meta alone: see the module doc."""
         from safetensors.numpy import save_file
 
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        # reshape: ascontiguousarray turns the 0-d scalars (beta powers, seed) into 1-d arrays
-        tensors = {k: np.ascontiguousarray(v).reshape(v.shape) for k, v in self.tensors().items()}
-        save_file(tensors, str(tmp / "state.safetensors"))
         meta = {"step": self.step, "state_hash": state_hash or self.hash(), "seed": self.seed}
+        if by_reference:
+            if self.step != 0:
+                raise TrainError("only the initial state (step 0) can be checkpointed by reference")
+            meta["initial"] = True
+        else:
+            # reshape: ascontiguousarray turns the 0-d scalars (beta powers, seed) into 1-d arrays
+            tensors = {k: np.ascontiguousarray(v).reshape(v.shape) for k, v in self.tensors().items()}
+            save_file(tensors, str(tmp / "state.safetensors"))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -126,10 +143,21 @@ class TrainState:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path) -> "TrainState":
+    def load(cls, path: Path, initial: Callable[[], "TrainState"] | None = None) -> "TrainState":
+        """The state a checkpoint holds, checked against its meta's hash. `initial()` builds the
+        spec's initial state, for a step-0 checkpoint written by reference."""
         from safetensors.numpy import load_file
 
         meta = checkpoint_meta(path)
+        if meta.get("initial"):
+            if initial is None:
+                raise TrainError(f"checkpoint {path} holds the initial state by reference; it is rebuilt from the "
+                                 "run's spec (pass initial=)")
+            st = initial()
+            if st.step != 0 or st.hash() != meta["state_hash"]:
+                raise TrainError(f"the initial state rebuilt from the spec does not hash to {meta['state_hash']} "
+                                 f"({path}): a different base model or seed")
+            return st
         t = load_file(str(Path(path) / "state.safetensors"))
         params = {k[6:]: np.ascontiguousarray(v) for k, v in t.items() if k.startswith("param.")}
         st = cls(params, int(meta["seed"]))
@@ -242,6 +270,31 @@ def latest_checkpoint(out: Path) -> Path | None:
     return ckpts[max(ckpts)] if ckpts else None
 
 
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
+def prune_checkpoints(out: Path, budget: int) -> list[int]:
+    """Delete the oldest checkpoints until the rest take at most `budget` bytes; step 0 and the
+    newest always stay. Returns the steps deleted."""
+    ckpts = checkpoints(out)
+    newest = max(ckpts, default=0)
+    sizes = {s: _dir_bytes(p) for s, p in ckpts.items()}
+    total, gone = sum(sizes.values()), []
+    for s in ckpts:  # oldest first
+        if total <= budget:
+            break
+        if s in (0, newest):
+            continue
+        if ckpts[s].is_symlink():  # a checkpoint borrowed from the store (a verifier's run): only the link goes
+            ckpts[s].unlink()
+        else:
+            shutil.rmtree(ckpts[s])
+        total -= sizes[s]
+        gone.append(s)
+    return gone
+
+
 def run(
     model: Llama,
     state: TrainState,
@@ -254,18 +307,23 @@ def run(
     on_step: Callable[[dict], None] | None = None,
     step_fn: Callable[[Llama, "TrainState"], dict] | None = None,
     claim_hash: Callable[["TrainState"], str] | None = None,
+    initial_by_reference: bool = False,
+    checkpoint_budget: int | None = None,
 ) -> dict:
     """Train to `steps`, logging every state hash; with resume, continue from the last checkpoint.
 
     `step_fn(model, state)` replaces the plain step and `claim_hash(state)` the hash logged for
     it (verify's adversaries use them to misbehave: a wrong step, an invented hash).
+    `initial_by_reference` and `checkpoint_budget`: see the module doc; `state` must be the
+    spec's initial state, which a resume from a step-0 checkpoint by reference starts from.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = []
     if resume and latest_checkpoint(out) is not None:
         ck = latest_checkpoint(out)
-        state = TrainState.load(ck)
+        fresh = state
+        state = TrainState.load(ck, initial=lambda: fresh)
         model.params = state.params
         log = [r for r in read_step_log(out) if r["step"] <= state.step]
         if len(log) != state.step:
@@ -274,7 +332,7 @@ def run(
             raise TrainError(f"checkpoint {ck} does not match the hash logged for step {state.step}")
         _write_step_log(out, log)
     else:
-        state.save(_ckpt_dir(out, 0))
+        state.save(_ckpt_dir(out, 0), by_reference=initial_by_reference)
         _write_step_log(out, [])
     model.params = state.params
     with open(out / "steps.jsonl", "a") as f:
@@ -290,6 +348,8 @@ def run(
             log.append(row)
             if state.step % checkpoint_every == 0 or state.step == steps:
                 state.save(_ckpt_dir(out, state.step), row["state_hash"])
+                if checkpoint_budget is not None:
+                    prune_checkpoints(out, checkpoint_budget)
             if on_step:
                 on_step(row)
     hashes = [r["state_hash"] for r in log]

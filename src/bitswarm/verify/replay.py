@@ -58,7 +58,7 @@ def replay(run: Path, prepared, start: int | None = None, stop: int | None = Non
     for lo, hi in windows:
         base = max(s for s in ckpts if s <= lo - 1)
         try:
-            state = repro_train.TrainState.load(ckpts[base])
+            state = repro_train.TrainState.load(ckpts[base], initial=getattr(p, "initial_state", None))
         except repro_train.TrainError:
             return ReplayResult(False, base, checked)  # the checkpoint does not match its own hash
         # TrainState.load checked the tensors against the checkpoint's meta: compare that, not

@@ -129,7 +129,7 @@ def state_at(run: Path, prepared, step: int, adversary=None):
     base = max((s for s in ckpts if s <= step), default=None)
     if base is None:
         raise ReplayError(f"{run} has no checkpoint at or before step {step}")
-    state = repro_train.TrainState.load(ckpts[base])
+    state = repro_train.TrainState.load(ckpts[base], initial=getattr(prepared, "initial_state", None))
     prepared.model.params = state.params
     while state.step < step:
         do_step(prepared.model, state, prepared.batches_for_step, prepared.hyper, adversary)
