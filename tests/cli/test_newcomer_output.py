@@ -286,3 +286,27 @@ def test_store_ls_keeps_every_cid_whole_in_80_columns(tmp_path):
     cid = one_json(run("--home", str(home), "store", "put", str(tmp_path / "f"), "--label", "a greeting", "--json"))["cid"]
     lines = run_80(home, "store", "ls").stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith(cid + " ") and lines[0].endswith("a greeting")
+
+
+HEAVY = ("torch", "transformers", "numba", "web3", "eth_account", "hivemind", "pydantic_settings")
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["config", "show"], ["identity", "show"]])
+def test_light_commands_import_nothing_heavy(tmp_path, args):
+    """Start-up time is import time: these commands must not pay for torch, numba or web3."""
+    home = tmp_path / "home"
+    run("--home", str(home), "identity", "new", "--json", env={"BITSWARM_PASSPHRASE": PW})
+    allowed = {"pydantic_settings"} if args == ["config", "show"] else set()  # config show reads the settings
+    script = (
+        "import sys\n"
+        f"sys.argv = ['bitswarm', '--home', {str(home)!r}, *{args!r}]\n"
+        "from bitswarm.cli.main import app\n"
+        "try:\n"
+        "    app()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("HEAVY")][-1]
+    assert set(eval(line[6:])) <= allowed, (args, line)

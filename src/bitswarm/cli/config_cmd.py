@@ -7,7 +7,6 @@ from rich.table import Table
 
 from bitswarm.cli.output import JSON_HELP, emit_json, err, out, reporting
 from bitswarm.cli.state import state
-from bitswarm.node import config as cfg
 
 app = typer.Typer(help="Show and change settings (config.toml in the data directory, or BITSWARM_* variables).", no_args_is_help=True)
 
@@ -23,6 +22,8 @@ def show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
             emit_json({"home": str(st.home), "config_file": str(st.config_file), "settings": values})
             return
         table = Table("setting", "value", "description", title=f"{st.config_file}")
+        from bitswarm.node import config as cfg
+
         for f in cfg.describe_fields():
             table.add_row(f["name"], repr(values[f["name"]]), f["description"])
         out.print(table)
@@ -39,6 +40,8 @@ def set_(
     """Change one setting in the config file."""
     with reporting(as_json):
         st = state(ctx)
+        from bitswarm.node import config as cfg
+
         checked = cfg.set_value(st.config_file, key, value)
         if as_json:
             emit_json({"config_file": str(st.config_file), key: getattr(checked, key)})

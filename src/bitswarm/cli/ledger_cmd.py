@@ -8,22 +8,24 @@ import urllib.error
 import urllib.request
 from decimal import Decimal, InvalidOperation, localcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from bitswarm.cli.identity_cmd import _passphrase
 from bitswarm.cli.output import JSON_HELP, UserError, emit_json, err, out, reporting, when
 from bitswarm.cli.state import State, state
-from bitswarm.ledger import deployment as deployments
-from bitswarm.ledger.deployment import DeployParams
-from bitswarm.ledger.client import CREDIT, ROLE_NAMES, Ledger
-from bitswarm.ledger.units import format_units
+from bitswarm.ledger.codes import ROLE_NAMES
+from bitswarm.ledger.units import CREDIT, format_units
 from bitswarm.node import identity
 
+if TYPE_CHECKING:
+    from bitswarm.ledger.client import Ledger
+
+# web3 and the contract client (half a second to import) load inside the commands that talk to
+# the chain, so that --help, config and identity commands start fast.
+
 ledger_app = typer.Typer(help="The EVM chain: contracts, balances, deployment.", no_args_is_help=True)
-# Deadlines of seconds: a demo or a test sees a whole dispute settle while it watches.
-FAST_PARAMS = DeployParams(unbond_delay=60, commit_timeout=600, round_timeout=30, vote_timeout=10,
-                           referee_min_stake=10 * CREDIT, swarm_round_duration=60)
 node_app = typer.Typer(help="This node: registration, stake, unbonding, and the running node's status.",
                        no_args_is_help=True)
 
@@ -70,6 +72,9 @@ def _web3(st: State, timeout: float = 10):
 
 def connect(st: State, with_account: bool) -> Ledger:
     """A client for the configured chain; with_account unlocks the identity (asks the passphrase)."""
+    from bitswarm.ledger import deployment as deployments
+    from bitswarm.ledger.client import Ledger
+
     rpc_url = st.settings().rpc_url
     dep = deployments.resolve(_web3(st), st.home, rpc_url)
     account = identity.unlock(st.home, _passphrase(confirm=False)) if with_account else None
@@ -98,15 +103,20 @@ def devnet(
                               "votes 10 s, unbonding 60 s), for demos and tests; only on the first start."),
 ):
     """Run the embedded EVM chain on 127.0.0.1 with bitswarm's contracts deployed; survives restarts."""
+    from bitswarm.ledger.deployment import DeployParams
     from bitswarm.ledger.devnet import Devnet, DevnetError
     from bitswarm.ledger.faucet import setup_devnet
+
+    # Deadlines of seconds: a demo or a test sees a whole dispute settle while it watches.
+    fast_params = DeployParams(unbond_delay=60, commit_timeout=600, round_timeout=30, vote_timeout=10,
+                               referee_min_stake=10 * CREDIT, swarm_round_duration=60)
 
     with reporting(as_json):
         data_dir = (data or state(ctx).paths.devnet).expanduser().absolute()
 
         def setup(net: Devnet) -> dict:
             err.print("[dim]first start: deploying bitswarm's contracts…[/]")
-            return setup_devnet(net, FAST_PARAMS if fast else DeployParams())
+            return setup_devnet(net, fast_params if fast else DeployParams())
 
         net = Devnet(data_dir, port=port, setup=setup)
         try:
@@ -171,6 +181,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 @ledger_app.command()
 def deploy(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)):
     """Deploy the contracts to the configured chain from this identity; nodes using this home find them."""
+    from bitswarm.ledger import deployment as deployments
     from bitswarm.ledger.deployment import deploy as deploy_contracts
 
     with reporting(as_json):

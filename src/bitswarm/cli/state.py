@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from bitswarm.node.config import ConfigError, Settings, load_settings
 from bitswarm.home import Home, resolve_home
 from bitswarm.store import BlobStore
+
+if TYPE_CHECKING:
+    from bitswarm.node.config import Settings
 
 
 @dataclass
@@ -28,6 +31,9 @@ class State:
         return self.config_path if self.config_path is not None else self.paths.config_file
 
     def settings(self) -> Settings:
+        # pydantic-settings loads here, not at import: `--help` and `--version` never need it.
+        from bitswarm.node.config import ConfigError, load_settings
+
         if self._settings is None:
             if self.config_path is not None and not self.config_path.is_file():
                 raise ConfigError(f"config file {self.config_path} does not exist")

@@ -13,14 +13,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
+from typing import TYPE_CHECKING
+
 from eth_utils import to_checksum_address
 
 from bitswarm.errors import BitswarmError
 from bitswarm import peer_key
 from bitswarm.home import Home
 from bitswarm.store.atomic import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+# eth_account (half a second to import) is imported where a key is made or unlocked, so that
+# `identity show` and everything else that only reads the address starts fast.
 
 ACCOUNT_FILE = "account.json"
 PEER_FILE = "peer.key"
@@ -80,6 +86,8 @@ def create(home: Path, passphrase: str, replace: bool = False) -> Identity:
                 os.replace(p, p.with_name(f"{p.name}.replaced-{stamp}"))
     account_file.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(account_file.parent, 0o700)
+    from eth_account import Account
+
     acct = Account.create()
     keystore = Account.encrypt(acct.key, passphrase)
     atomic_write_text(account_file, json.dumps(keystore, indent=2), perms=0o600)
@@ -120,8 +128,10 @@ def load(home: Path) -> Identity:
     )
 
 
-def unlock(home: Path, passphrase: str) -> LocalAccount:
+def unlock(home: Path, passphrase: str) -> "LocalAccount":
     """Decrypt the account for signing; a wrong passphrase is WrongPassphrase, never a traceback."""
+    from eth_account import Account
+
     account_file, _ = _paths(home)
     keystore = _read_keystore(account_file)
     try:
