@@ -62,3 +62,13 @@ def test_a_finished_run_becomes_a_model_to_generate_from(tmp_path, bitswarm_home
     (tmp_path / "run" / "result.json").unlink()
     err, _ = _json("model", "from-run", str(tmp_path / "run"), "--json", code=1)
     assert "has not finished" in err["error"]
+
+
+def test_the_example_spec_fine_tunes_a_pretrained_model_gently(tmp_path, bitswarm_home):
+    random_model, _ = _json("model", "init", "tiny", "--json")
+    big = tmp_path / "weights.bin"
+    big.write_bytes(b"\0" * (51 * 10**6))  # stands for an imported model: only its size is read
+    big_cid, _ = _json("store", "put", str(big), "--json")
+    small, _ = _json("spec", "example", "train", "--model", random_model["cid"], "--json")
+    gentle, _ = _json("spec", "example", "train", "--model", big_cid["cid"], "--json")
+    assert small["lr"]["peak"] == 3e-3 and gentle["lr"]["peak"] == 1e-4

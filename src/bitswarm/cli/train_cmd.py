@@ -14,12 +14,14 @@ spec_app = typer.Typer(help="Write example job specs.", no_args_is_help=True)
 example_app = typer.Typer(help="Print an example spec.", no_args_is_help=True)
 spec_app.add_typer(example_app, name="example")
 
-BACKENDS = {"repro": "numba", "reference": "reference", "native": "native"}
+# Random models from `model init` are a few MB; an imported one (SmolLM2: 540 MB) is pretrained.
+PRETRAINED_BYTES = 50 * 10**6
 
 
 @example_app.command("train")
 def example_train(
-    model: str = typer.Option(..., "--model", help="CID of the base model."),
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", help="CID of the base model (a model over 50 MB in the store is taken to be pretrained and gets a fine-tuning learning rate)."),
     steps: int = typer.Option(20, "--steps", min=1, help="Optimizer steps."),
     out_file: Path = typer.Option(None, "--out", help="Also write the spec as YAML to this file."),
     as_json: bool = typer.Option(False, "--json", help="Print the spec as one JSON object (itself a valid spec)."),
@@ -29,7 +31,9 @@ def example_train(
 
     with reporting(as_json):
         try:
-            spec = example_spec(model, steps)
+            store = state(ctx).store()
+            pretrained = store.has(model) and store.size(model) > PRETRAINED_BYTES
+            spec = example_spec(model, steps, pretrained=pretrained)
         except SpecError as e:
             raise UserError(str(e)) from None
         if out_file is not None:
@@ -64,6 +68,8 @@ def train(
     from bitswarm.repro.config import ModelConfigError
     from bitswarm.repro.train import TrainError
     from bitswarm.verify.adversary import AdversaryError
+
+    from bitswarm.models.generate import BACKENDS
 
     with reporting(as_json):
         if backend not in BACKENDS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import gc
 import logging
 import os
@@ -13,7 +14,7 @@ import tempfile
 import threading
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -114,6 +115,24 @@ def stop_dht(dht: Any) -> None:
         _kill_if_live_p2pd(pid)
 
 
+@contextlib.contextmanager
+def _daemon_inputs(priv: Ed25519PrivateKey, initial_peers: Sequence[str],
+                   host_maddrs: Sequence[str]) -> Iterator[tuple[str, list[Any], list[str]]]:
+    """(identity key file, bootstrap multiaddrs, listen addresses) for starting a p2pd, all
+    checked first; the key file lives in a private temporary directory for the start only."""
+    problem = diagnose_p2pd(p2pd_path())
+    if problem is not None:
+        raise problem
+    peers = [check_bootstrap_maddr(m) for m in initial_peers]
+    hosts = [str(m) for m in host_maddrs]
+    with tempfile.TemporaryDirectory(prefix="bitswarm-p2p-") as tmp:  # mode 0700
+        identity = os.path.join(tmp, "identity.key")
+        fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(_libp2p_private_key(priv))
+        yield identity, peers, hosts
+
+
 def start_dht(
     priv: Ed25519PrivateKey,
     *,
@@ -129,18 +148,8 @@ def start_dht(
     is checked and diagnosed the same way. The caller checks the daemon's peer id and stops the
     DHT with stop_dht().
     """
-    problem = diagnose_p2pd(p2pd_path())
-    if problem is not None:
-        raise problem
-    peers = [check_bootstrap_maddr(m) for m in initial_peers]
-    hosts = [str(m) for m in host_maddrs]
-    hivemind = import_hivemind()
-    with tempfile.TemporaryDirectory(prefix="bitswarm-p2p-") as tmp:  # mode 0700
-        identity = os.path.join(tmp, "identity.key")
-        fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(_libp2p_private_key(priv))
-        dht = hivemind.DHT(
+    with _daemon_inputs(priv, initial_peers, host_maddrs) as (identity, peers, hosts):
+        dht = import_hivemind().DHT(
             initial_peers=peers or None,
             start=False,
             host_maddrs=hosts,
@@ -186,17 +195,8 @@ async def start_dht_node(
     The node's variant of start_dht: no DHT process and no torch (see hivemind_import), checked
     and diagnosed the same way. Stop it with `await node.shutdown()`, which stops the daemon.
     """
-    problem = diagnose_p2pd(p2pd_path())
-    if problem is not None:
-        raise problem
-    peers = [check_bootstrap_maddr(m) for m in initial_peers]
-    hosts = [str(m) for m in host_maddrs]
     hm = import_dht_parts()
-    with tempfile.TemporaryDirectory(prefix="bitswarm-p2p-") as tmp:  # mode 0700
-        identity = os.path.join(tmp, "identity.key")
-        fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(_libp2p_private_key(priv))
+    with _daemon_inputs(priv, initial_peers, host_maddrs) as (identity, peers, hosts):
         try:
             with warnings.catch_warnings():  # P2P.create calls the deprecated importlib.resources.path
                 warnings.simplefilter("ignore", DeprecationWarning)
