@@ -121,6 +121,6 @@ def test_the_readme_examples_run_as_written(tmp_path):
     timings = run_examples(tmp_path, tiny=False)
     for line, seconds in timings:
         print(f"{seconds:8.1f} s  {line}")
-    losses = [json.loads(r)["loss"] for r in (tmp_path / "work" / "runs" / "first" / "steps.jsonl").read_text().split()]
+    losses = [json.loads(r)["loss"] for r in (tmp_path / "work" / "runs" / "first" / "steps.jsonl").read_text().splitlines()]
     print("SmolLM2 example loss by step:", [round(x, 3) for x in losses])
     assert max(losses) < losses[0] + 0.5, "the example's learning rate knocks the pretrained model's loss up"
