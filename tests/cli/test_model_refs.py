@@ -59,3 +59,19 @@ def test_an_unknown_model_is_reported_before_the_kernels_load(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert "no model sha256:000" in out and out.strip().endswith("[]")
+
+
+def test_repro_generation_never_imports_torch(tmp_path):
+    """torch computes nothing on the repro path; importing it cost a second of every `generate`."""
+    from bitswarm.models.importer import init_model
+    from bitswarm.store import BlobStore
+
+    cid = init_model(BlobStore(tmp_path), "tiny", 0)
+    script = (
+        "import sys\n"
+        "from bitswarm.store import BlobStore\n"
+        "from bitswarm.models.generate import generate\n"
+        f"print(generate(BlobStore({str(tmp_path)!r}), {cid!r}, 'hi', 2).new_tokens, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == "False", out

@@ -10,6 +10,7 @@ from pathlib import Path
 from bitswarm.errors import BitswarmError
 from bitswarm.jobs.datasets import ArithmeticData, JsonlData, pad_id, to_micro_batch
 from bitswarm.jobs.spec import TrainSpec, parse_spec
+from bitswarm.models.generate import open_tokenizer
 from bitswarm.repro import train as repro_train
 from bitswarm.repro.backend import get_backend, set_threads
 from bitswarm.repro.config import LlamaConfig
@@ -70,12 +71,10 @@ def prepare(store: BlobStore, spec: TrainSpec, backend: str = "numba", micro_bat
         raise JobError(f"--micro-batch {mb} must divide the global batch of {spec.global_batch}")
     B = get_backend(backend)
     model_dir = store.checkout(spec.model)
-    from transformers import AutoTokenizer
-
     cfg = LlamaConfig.from_dir(model_dir)
     if spec.seq_len > cfg.max_position_embeddings:
         raise JobError(f"seq_len {spec.seq_len} exceeds the model's context of {cfg.max_position_embeddings}")
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = open_tokenizer(model_dir)
     if spec.dataset.kind == "synthetic":
         data = ArithmeticData(tok, spec.seq_len, spec.global_batch, spec.seed)
     else:

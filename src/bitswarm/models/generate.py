@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from bitswarm.models import ModelError
 from bitswarm.models.hf_dir import validate_llama_dir
@@ -70,8 +71,6 @@ def load(store: BlobStore, cid: str, backend: str = "repro"):
     if store.kind(cid) != "dir":
         raise ModelError(f"{cid} is a single file, not a model directory")
     path = store.checkout(cid)
-    from transformers import AutoTokenizer
-
     from bitswarm.repro.backend import get_backend
     from bitswarm.repro.config import LlamaConfig, ModelConfigError
     from bitswarm.repro.model import Llama
@@ -83,14 +82,25 @@ def load(store: BlobStore, cid: str, backend: str = "repro"):
         params = load_params(path, cfg)
     except (ModelError, ModelConfigError) as e:
         raise ModelError(f"{cid} is not a model repro can run: {e}") from None
-    return Llama(cfg, params, get_backend(BACKENDS[backend])), AutoTokenizer.from_pretrained(path)
+    return Llama(cfg, params, get_backend(BACKENDS[backend])), open_tokenizer(path)
 
 
 def load_tokenizer(store: BlobStore, cid: str):
     """A stored model's tokenizer alone, without loading its weights."""
+    return open_tokenizer(store.checkout(cid))
+
+
+def open_tokenizer(model_dir: Path):
+    """The tokenizer of a model directory. With a tokenizer.json (every model we store or make),
+    the fast tokenizer class directly: AutoTokenizer goes through AutoConfig, which imports torch
+    (a second of every repro `generate`, where torch computes nothing); the same class and ids."""
+    if (Path(model_dir) / "tokenizer.json").is_file():
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(model_dir)
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(store.checkout(cid))
+    return AutoTokenizer.from_pretrained(model_dir)
 
 
 def render_prompt(tok, prompt: str, chat: bool) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,15 @@ def load_params(model_dir: Path, cfg: LlamaConfig) -> dict[str, np.ndarray]:
     want = cfg.param_shapes()
     params: dict[str, np.ndarray] = {}
     for f in files:
-        with safe_open(str(f), framework="pt") as sf:
+        # numpy reads F32 and F16 exactly; only bfloat16 (which numpy lacks) needs torch, whose
+        # import costs a second that a model stored in float32 (ours are) should not pay.
+        framework = "pt" if "BF16" in _dtypes(f) else "numpy"
+        with safe_open(str(f), framework=framework) as sf:
             for name in sf.keys():
                 if name in want:
-                    params[name] = np.ascontiguousarray(sf.get_tensor(name).float().numpy())
+                    t = sf.get_tensor(name)
+                    t = t.float().numpy() if framework == "pt" else t.astype(np.float32, copy=False)
+                    params[name] = np.ascontiguousarray(t)
     missing = [n for n in want if n not in params]
     if missing:
         raise ModelConfigError(f"{model_dir} lacks weights: {', '.join(missing[:5])}")
@@ -30,6 +36,19 @@ def load_params(model_dir: Path, cfg: LlamaConfig) -> dict[str, np.ndarray]:
         if params[name].shape != shape:
             raise ModelConfigError(f"{name} has shape {params[name].shape}, config says {shape}")
     return dict(sorted(params.items()))
+
+
+def _dtypes(path: Path) -> set[str]:
+    """The tensor dtypes a .safetensors file declares in its header (8-byte length, then JSON)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if not 2 <= n <= 100 << 20:
+            raise ModelConfigError(f"{path} is not a safetensors file (header of {n} bytes)")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            raise ModelConfigError(f"{path} is not a safetensors file (its header is not JSON)") from None
+    return {v.get("dtype") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
 
 
 def save_params(params: dict[str, np.ndarray], path: Path) -> None:
