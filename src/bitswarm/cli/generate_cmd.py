@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from bitswarm.cli.output import JSON_HELP, UserError, emit_json, err, out, reporting
+from bitswarm.cli.output import JSON_HELP, emit_json, err, out, reporting
 from bitswarm.cli.state import state
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from bitswarm.cli.output import JSON_HELP, UserError, byte_progress, emit_json, err, out, reporting
 from bitswarm.cli.state import state

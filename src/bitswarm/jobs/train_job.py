@@ -168,8 +168,8 @@ def model_from_run(store: BlobStore, out: Path, label: str | None = None) -> dic
     final = repro_train.checkpoints(out).get(result["steps"])
     if final is None:
         raise JobError(f"the run in {out} has no checkpoint of its last step {result['steps']}")
-    state = repro_train.TrainState.load(final)  # re-hashed: a damaged checkpoint is refused
-    if state.hash() != result["final_state_hash"]:
+    state = repro_train.TrainState.load(final)  # re-hashed against its meta: a damaged checkpoint is refused
+    if repro_train.checkpoint_meta(final)["state_hash"] != result["final_state_hash"]:
         raise JobError(f"the last checkpoint in {out} is not the state result.json reports")
     if not store.has(spec.model):
         raise JobError(f"the run's base model {spec.model} is not in the store; fetch or import it first")
