@@ -394,6 +394,9 @@ def _search(ledger_base, examples: int) -> Counter:
     @settings(
         max_examples=examples,
         deadline=None,
+        # A fixed seed: which endings 120 random games reach must not change between CI runs
+        # (one run reached no "challenge refused").
+        derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(data=st.data())
