@@ -17,7 +17,7 @@ def generate(
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy; otherwise sample with top-p."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass, in (0, 1]."),
     seed: int = typer.Option(0, "--seed", min=0, help="Sampling seed: (seed, request id, token index) fix every token."),
-    backend: str = typer.Option("repro", "--backend", help="repro (bit-exact numba kernels), reference (numpy spec; slow) or native (torch; not bit-exact)."),
+    backend: str = typer.Option("repro", "--backend", help="repro (bit-exact numba kernels), reference (numpy spec; slow), triton (the same bits; a GPU, or interpreted), cuda (triton on a GPU) or native (torch; not bit-exact)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Generate a completion for a prompt: the same tokens on every device for the same seed."""

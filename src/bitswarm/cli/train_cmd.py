@@ -51,7 +51,7 @@ def example_train(
 def train(
     ctx: typer.Context,
     spec_file: Path = typer.Option(..., "--spec", help="Training spec (YAML or JSON)."),
-    backend: str = typer.Option("repro", "--backend", help="repro (bit-exact numba kernels), reference (the numpy spec; slow) or native (plain torch; not verifiable)."),
+    backend: str = typer.Option("repro", "--backend", help="repro (bit-exact numba kernels), reference (the numpy spec; slow), triton (the same bits; on a GPU, or interpreted on the CPU), cuda (triton on a GPU only) or native (plain torch; not verifiable)."),
     out_dir: Path = typer.Option(..., "--out", help="Run directory: checkpoints, steps.jsonl, result.json."),
     threads: int = typer.Option(None, "--threads", min=1, help="Compute threads (never changes repro results)."),
     micro_batch: int = typer.Option(None, "--micro-batch", min=1, help="Sequences per forward/backward pass; must divide the global batch (never changes repro results)."),

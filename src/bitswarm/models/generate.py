@@ -17,7 +17,9 @@ from bitswarm.models import ModelError
 from bitswarm.models.hf_dir import validate_llama_dir
 from bitswarm.store import BlobStore
 
-BACKENDS = {"repro": "numba", "reference": "reference", "native": "native"}  # flag -> kernels
+BACKENDS = {  # flag -> kernels
+    "repro": "numba", "reference": "reference", "native": "native", "triton": "triton", "cuda": "cuda",
+}
 
 
 def backend_flag(kernels: str) -> str:

@@ -3,7 +3,11 @@
 - `reference`: the numpy spec (slow; the definition of the bits)
 - `numba`:     the CPU kernels, bit-identical to `reference`
 - `native`:    plain torch, fast and NOT bit-exact: for speed comparisons and unverified work
-- `cuda`:      triton kernels; not built yet (no GPU was available to test them on)
+- `triton`:    the triton kernels, bit-identical to `reference`: on a CUDA device when there is
+               one, otherwise in triton's interpreter on the CPU (slow; it is how CI tests them)
+- `cuda`:      the triton kernels on a CUDA device, refused where there is none
+
+The bits never depend on the backend, so a job, a dispute or a hash never records which one ran.
 """
 
 from __future__ import annotations
@@ -23,13 +27,27 @@ OPS = (
     "grpo_token_loss", "sample_rows", "greedy",
     "global_grad_norm_sq", "clip_scale", "scale_grads_", "adamw_step_", "advance_pows",
 )
+# op name -> positions of the arguments the op updates in place
+IN_PLACE = {
+    "matmul_acc": (2,),
+    "bmm_acc": (2,),
+    "rmsnorm_bwd": (4,),
+    "embedding_bwd": (2,),
+    "scale_grads_": (0,),
+    "adamw_step_": (0, 2, 3),
+}
 _MODULES = {
     "reference": ["matmul", "transcendental", "nn", "layers", "optim", "grpo", "sampling"],
     "numba": ["gemv", "matmul", "transcendental", "nn", "layers", "optim", "grpo", "sampling"],
 }
-_PACKAGES = {"reference": "bitswarm.repro.reference", "numba": "bitswarm.repro.kernels.cpu"}
-BACKENDS = ("reference", "numba", "native", "cuda")
-VERIFIABLE = ("reference", "numba", "cuda")
+_MODULES["triton"] = ["matmul", "transcendental", "nn", "layers", "optim", "grpo", "sampling"]
+_PACKAGES = {
+    "reference": "bitswarm.repro.reference",
+    "numba": "bitswarm.repro.kernels.cpu",
+    "triton": "bitswarm.repro.kernels.triton",
+}
+BACKENDS = ("reference", "numba", "native", "triton", "cuda")
+VERIFIABLE = ("reference", "numba", "triton", "cuda")
 _cache: dict[str, SimpleNamespace] = {}
 
 
@@ -41,10 +59,18 @@ def get_backend(name: str) -> SimpleNamespace:
     if name in _cache:
         return _cache[name]
     if name == "cuda":
-        raise BackendError(
-            "the cuda backend is not built yet: its triton kernels are written only where a GPU "
-            "can test them bit for bit against the reference; use 'numba' (bit-identical) or 'native'"
-        )
+        from bitswarm.repro.kernels.triton.runtime import ON_GPU
+
+        if not ON_GPU:
+            raise BackendError(
+                "the cuda backend needs a CUDA device and this machine has none (or TRITON_INTERPRET=1 "
+                "is set); '--backend triton' runs the same kernels in triton's interpreter on the CPU "
+                "(slow), and 'numba' gives the same bits fast"
+            )
+        ns = SimpleNamespace(**vars(get_backend("triton")))
+        ns.name = "cuda"
+        _cache[name] = ns
+        return ns
     if name == "native":
         from bitswarm.repro import native
 
@@ -57,11 +83,30 @@ def get_backend(name: str) -> SimpleNamespace:
         missing = [op for op in OPS if op not in found]
         if missing:
             raise BackendError(f"backend {name!r} lacks ops: {', '.join(missing)}")
-        ns = SimpleNamespace(name=name, verifiable=True, **found)
+        ns = SimpleNamespace(name=name, verifiable=True, **{op: _one_nan(op, fn) for op, fn in found.items()})
     else:
         raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
     _cache[name] = ns
     return ns
+
+
+def _one_nan(op: str, fn):
+    """`fn` with every NaN it writes made the canonical one (see `repro.nan`)."""
+    from bitswarm.repro.nan import canonical
+
+    mutated = IN_PLACE.get(op, ())
+
+    def op_with_one_nan(*args, **kwargs):
+        result = canonical(fn(*args, **kwargs))
+        for i in mutated:
+            if i < len(args):
+                canonical(args[i])
+        return result
+
+    op_with_one_nan.__name__ = op_with_one_nan.__qualname__ = op
+    op_with_one_nan.__doc__ = fn.__doc__
+    op_with_one_nan.__wrapped__ = fn
+    return op_with_one_nan
 
 
 def set_threads(n: int | None) -> None:

@@ -5,6 +5,10 @@ tensor hash = sha256( b"bitswarm-tensor-v1\\0" | dtype name (ASCII) | b"\\0" | u
 All integers little-endian. A state hash is sha256 over b"bitswarm-state-v1\\0", u64 step, then
 for each entry in the order the caller gives (canonical: sorted names): u32 name length,
 UTF-8 name, and the entry's 32-byte tensor hash.
+
+Every float32 NaN is hashed as the canonical 0x7FC00000 (`repro.nan`), so values computed by
+numpy glue between ops hash alike on every device. State entries skip that scan: they are written
+only by ops, which already canonicalize, or loaded as bytes.
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ STATE_DOMAIN = b"bitswarm-state-v1\x00"
 _ALLOWED = {np.dtype(t) for t in ("float32", "int64", "int32", "uint32", "uint64", "uint8", "bool")}
 
 
-def tensor_digest(x: np.ndarray) -> bytes:
+def tensor_digest(x: np.ndarray, canonical_nan: bool = True) -> bytes:
     arr = np.asarray(x)
     if arr.dtype not in _ALLOWED:
         raise TypeError(f"cannot hash dtype {arr.dtype}; allowed: {sorted(str(d) for d in _ALLOWED)}")
+    if canonical_nan and arr.dtype == np.float32 and arr.size and np.isnan(arr).any():
+        from bitswarm.repro.nan import QNAN
+
+        arr = np.where(np.isnan(arr), QNAN, arr)
     h = hashlib.sha256(TENSOR_DOMAIN)
     h.update(arr.dtype.name.encode("ascii") + b"\x00")
     h.update(struct.pack("<I", arr.ndim) + b"".join(struct.pack("<Q", d) for d in arr.shape))
@@ -40,7 +48,7 @@ def state_hash(step: int, entries: Iterable[tuple[str, np.ndarray]]) -> str:
     """The tensors are hashed on several threads (hashlib releases the GIL on large inputs);
     the combination is sequential in the given order, so the result never depends on that."""
     entries = list(entries)
-    digests = _pool().map(tensor_digest, [arr for _, arr in entries])
+    digests = _pool().map(lambda arr: tensor_digest(arr, canonical_nan=False), [arr for _, arr in entries])
     h = hashlib.sha256(STATE_DOMAIN + struct.pack("<Q", step))
     for (name, _), digest in zip(entries, digests):
         raw = name.encode("utf-8")

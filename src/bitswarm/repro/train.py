@@ -36,6 +36,7 @@ import numpy as np
 
 from bitswarm.errors import BitswarmError
 from bitswarm.repro.hashing import merkle_root, state_hash
+from bitswarm.repro.nan import canonical
 from bitswarm.repro.model import Llama
 
 F32 = np.float32
@@ -222,7 +223,8 @@ def train_step(model: Llama, state: TrainState, batches: Sequence[MicroBatch], h
     state.step += 1
     all_losses = np.concatenate(token_losses)[None, :].astype(F32)
     mean_loss = B.row_sum(all_losses)[0] / F32(n)
-    state.loss, state.grad_norm_sq = F32(mean_loss), F32(norm_sq)
+    # the division above is numpy glue: its NaN (a diverged step) is made the one NaN too
+    state.loss, state.grad_norm_sq = canonical(F32(mean_loss)), canonical(F32(norm_sq))
     return {"loss": float(mean_loss), "grad_norm": float(np.sqrt(F32(norm_sq))), "lr": float(lr), "tokens": n}
 
 

@@ -30,20 +30,11 @@ from types import SimpleNamespace
 import numpy as np
 
 from bitswarm.repro import train as repro_train
-from bitswarm.repro.backend import OPS
+from bitswarm.repro.backend import IN_PLACE, OPS
 from bitswarm.repro.hashing import merkle_root, tensor_hash
 from bitswarm.verify.adversary import do_step
 from bitswarm.verify.replay import ReplayError
 
-# op name -> positions of arguments the op updates in place
-IN_PLACE = {
-    "matmul_acc": (2,),
-    "bmm_acc": (2,),
-    "rmsnorm_bwd": (4,),
-    "embedding_bwd": (2,),
-    "scale_grads_": (0,),
-    "adamw_step_": (0, 2, 3),
-}
 
 
 def _hash(x) -> list[str] | str:
