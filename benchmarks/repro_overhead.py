@@ -106,6 +106,31 @@ def gen_rate(store, cid: str, backend: str, tokens: int) -> float:
     return len(out) / (time.perf_counter() - t)
 
 
+def commit_time(model_dir, repeats: int) -> float:
+    """Seconds to hash the whole training state once (parameters and both AdamW moments)."""
+    from bitswarm.repro.config import LlamaConfig
+    from bitswarm.repro.train import TrainState
+    from bitswarm.repro.weights import load_params
+
+    cfg = LlamaConfig.from_dir(model_dir)
+    state = TrainState(load_params(model_dir, cfg), seed=0)
+    return median_time(state.hash, repeats)
+
+
+def machine_limits() -> dict:
+    """The machine's physical limits, measured: peak fp32 GFLOP/s (torch.mm on a large square,
+    MKL/oneDNN near the FMA units' peak) and memory bandwidth GB/s (a 512 MiB copy: read + write)."""
+    import torch
+
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    flops = 2.0 * n**3 / median_time(lambda: torch.mm(a, b), 5) / 1e9
+    src = np.ones(128 << 20, np.float32)
+    dst = np.empty_like(src)
+    bw = 2 * src.nbytes / median_time(lambda: np.copyto(dst, src), 5) / 1e9
+    return {"peak_gflops": flops, "bandwidth_gbs": bw}
+
+
 MEASURES = ("train", "matmul", "generate")
 SHAPES = {"tiny": dict(batch=8, seq=64, mm=(512, 64, 160)), "SmolLM2-135M": dict(batch=4, seq=128, mm=(512, 576, 1536))}
 
@@ -126,6 +151,10 @@ def worker(args) -> dict:
         return {"value": train_step_time(store.checkout(args.cid), args.backend, s["batch"], s["seq"], reps)}
     if args.measure == "matmul":
         return {"value": matmul_rate(*s["mm"], args.backend, repeats=7)}
+    if args.measure == "commit":
+        return {"value": commit_time(store.checkout(args.cid), reps)}
+    if args.measure == "limits":
+        return {"value": machine_limits()}
     return {"value": gen_rate(store, args.cid, "repro" if args.backend == "numba" else "native", 16 if args.quick else 32)}
 
 
@@ -179,6 +208,14 @@ def main() -> int:
                 table.add_row(name, f"matmul GFLOP/s {s['mm']}", f"{r:.1f}", f"{n:.1f}", f"torch {n / r:.2f}x faster")
             else:
                 table.add_row(name, "generation tokens/s", f"{r:.2f}", f"{n:.2f}", f"native {n / r:.2f}x faster")
+    with con.status("state commitment and machine limits"):
+        commit = measure("commit", "SmolLM2-135M", models["SmolLM2-135M"], "numba")
+        limits = measure("limits", "tiny", models["tiny"], "numba")
+    step = results["SmolLM2-135M/train"]["repro"]
+    results["SmolLM2-135M/commit"] = {"seconds": commit, "share_of_step": commit / (step + commit)}
+    results["limits"] = limits
+    table.add_row("SmolLM2-135M", "state commitment s (per step)", f"{commit:.3f}", "", f"{commit / (step + commit):.1%} of a step")
+    table.add_row("machine", "peak fp32 GFLOP/s | bandwidth GB/s", f"{limits['peak_gflops']:.0f}", f"{limits['bandwidth_gbs']:.1f}", "")
     Console().print(table)
     print(json.dumps(results))
     return 0

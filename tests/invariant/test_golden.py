@@ -30,7 +30,7 @@ from bitswarm.store import BlobStore
 from bitswarm.verify import inference
 
 GOLDEN = Path(__file__).with_name("golden.json")
-BACKENDS = ("numba", "reference")  # the bit-exact ones (native is not: it has no golden bits)
+BACKENDS = ("numba", "reference", "triton")  # the bit-exact ones (native is not: it has no golden bits)
 VERSIONS = ("numba", "llvmlite", "numpy", "transformers", "safetensors")
 
 
@@ -45,7 +45,7 @@ def _measure(tmp_path: Path, backends=BACKENDS) -> dict:
     for backend in backends:
         r = run_training(store, spec, tmp_path / f"run-{backend}", backend=backend)
         out["train"][backend] = {"final_state_hash": r["final_state_hash"], "step_hashes_root": r["step_hashes_root"]}
-        flag = "repro" if backend == "numba" else backend
+        flag = "repro" if backend == "numba" else backend  # triton runs interpreted here
         greedy, sampled = (generate_many(store, cid, ["2+3="], 6, chat=False, backend=flag, **kw)[0]
                            for kw in ({}, {"temperature": 0.9, "top_p": 0.9, "seed": 7}))
         model, tok = load(store, cid, flag)

@@ -24,6 +24,7 @@ the caller's arrays.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -37,9 +38,27 @@ def _cuda_available() -> bool:
         return False
 
 
+def _interpret_triton_library() -> None:
+    """Make triton's own @jit library functions (tl.zeros, tl.cdiv, ...) callable from interpreted
+    kernels. triton builds them when it is first imported, for the mode of that moment, and torch
+    can import triton before this module runs (transformers does, initialising a model); they
+    would then be compiler functions, which an interpreted kernel cannot call."""
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("triton.language") and mod is not None:
+            for attr, value in list(vars(mod).items()):
+                if isinstance(value, JITFunction) and not isinstance(value, InterpretedFunction):
+                    setattr(mod, attr, InterpretedFunction(value.fn))
+
+
 ON_GPU = os.environ.get("TRITON_INTERPRET", "0") != "1" and _cuda_available()
 if not ON_GPU:
+    triton_was_imported = "triton.language" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
     os.environ["TRITON_INTERPRET"] = "1"
+    if triton_was_imported:
+        _interpret_triton_library()
 
 import torch  # noqa: E402
 
