@@ -79,17 +79,77 @@ def grad_list(rng):
     ]
 
 
-def test_grad_norm_is_one_fma_chain_in_list_and_c_order():
+def spec_norm_sq(grads):
+    """global_grad_norm_sq written out from the spec text, one scalar operation at a time:
+        norm_sq = +0.0
+        for each gradient g, in list order (flattened in C order, n elements):
+            s[l] = +0.0 for l in 0..LANES-1
+            for i in 0..n-1:  s[i mod LANES] = fma(g[i], g[i], s[i mod LANES])
+            t = +0.0;  for l in 0..LANES-1:  t = t + s[l]       (fp32 adds)
+            norm_sq = norm_sq + t                                (fp32 add)
+    """
+    lanes = 1024
+    norm_sq = F32(0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for g in grads:
+            flat = np.asarray(g).ravel(order="C")
+            s = [F32(0.0)] * lanes
+            for i in range(flat.size):
+                s[i % lanes] = F32(fma_ref(flat[i], flat[i], s[i % lanes]))
+            t = F32(0.0)
+            for l in range(lanes):
+                t = F32(t + s[l])
+            norm_sq = F32(norm_sq + t)
+    return norm_sq
+
+
+def lane_grad_list(rng):
+    """Lengths around the lane count, an empty gradient between others, plus grad_list's shapes."""
+    return grad_list(rng) + [
+        wide(rng, 1023, top=30),
+        wide(rng, 1024, top=30),
+        np.zeros(0, np.float32),
+        wide(rng, 1025, top=30),
+        rng.standard_normal((3 * 1024 + 5,)).astype(np.float32),
+        np.array([-0.0, 1e-45, -1e-40], np.float32),
+    ]
+
+
+def special_grad_lists(rng):
+    """Gradients whose lanes hold inf and NaN, and one whose lane sum overflows."""
+    inf_lanes = rng.standard_normal(3 * 1024 + 5).astype(np.float32)
+    inf_lanes[[5, 1024 + 5, 2000]] = [np.inf, -np.inf, np.inf]
+    nan_lanes = rng.standard_normal(2 * 1024 + 7).astype(np.float32)
+    nan_lanes[[3, 1024 + 700]] = [np.nan, np.inf]
+    big = np.full(1030, 1.5e19, np.float32)  # squares 2.25e38: lanes 0..5 hold two of them = inf
+    pairs = np.full(2048, 1.2e19, np.float32)  # every lane finite (2 * 1.44e38), their sum is not
+    return {
+        "inf": ([rng.standard_normal(10).astype(np.float32), inf_lanes, np.zeros(0, np.float32)], np.inf),
+        "nan": ([inf_lanes, np.zeros((0, 4), np.float32), nan_lanes, rng.standard_normal(3).astype(np.float32)],
+                np.nan),
+        "lane_overflow": ([big], np.inf),
+        "sum_overflow": ([pairs, np.ones(2, np.float32)], np.inf),
+    }
+
+
+def test_grad_norm_is_lanes_of_fma_chains_summed_in_lane_and_list_order():
+    assert R.LANES == 1024
     rng = np.random.default_rng(2)
-    gs = grad_list(rng)
-    ss = F32(0)
-    for g in gs:
-        for x in np.asarray(g).ravel(order="C"):
-            ss = fma_ref(x, x, ss)
+    gs = lane_grad_list(rng)
+    ss = spec_norm_sq(gs)
     assert_bits(R.global_grad_norm_sq(gs), ss)
     assert_bits(K.global_grad_norm_sq(gs), ss)
     exact = sum(float((np.asarray(g, np.float64) ** 2).sum()) for g in gs)
     assert abs(float(ss) - exact) <= 1e-5 * exact
+
+
+@pytest.mark.parametrize("case", ["inf", "nan", "lane_overflow", "sum_overflow"])
+def test_grad_norm_lanes_special_values(case):
+    gs, want = special_grad_lists(np.random.default_rng(4))[case]
+    ss = spec_norm_sq(gs)
+    assert_bits(ss, F32(want))
+    assert_bits(R.global_grad_norm_sq(gs), ss)
+    assert_bits(K.global_grad_norm_sq(gs), ss)
 
 
 @pytest.mark.parametrize("case", ["plain", "subnormal", "inf", "nan", "overflow", "empty"])

@@ -5,25 +5,32 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bitswarm.repro.fp import fma_ref
 from bitswarm.repro.kernels.triton import optim as T
 from bitswarm.repro.reference import optim as R
 
-from .test_optim import HYPER, assert_bits, grad_list, run_adamw, wide
+from .test_optim import HYPER, assert_bits, lane_grad_list, run_adamw, spec_norm_sq, special_grad_lists, wide
 
 F32 = np.float32
 
 
-def test_grad_norm_is_one_fma_chain_in_list_and_c_order():
+def test_grad_norm_is_lanes_of_fma_chains_summed_in_lane_and_list_order():
+    assert T.LANES == R.LANES == 1024
     rng = np.random.default_rng(2)
-    gs = grad_list(rng)
-    ss = F32(0)
-    for g in gs:
-        for x in np.asarray(g).ravel(order="C"):
-            ss = fma_ref(x, x, ss)
+    gs = lane_grad_list(rng)
+    ss = spec_norm_sq(gs)
     got = T.global_grad_norm_sq(gs)
     assert isinstance(got, np.float32)
     assert_bits(got, ss)
+    exact = sum(float((np.asarray(g, np.float64) ** 2).sum()) for g in gs)
+    assert abs(float(got) - exact) <= 1e-5 * exact
+
+
+@pytest.mark.parametrize("case", ["inf", "nan", "lane_overflow", "sum_overflow"])
+def test_grad_norm_lanes_special_values(case):
+    gs, want = special_grad_lists(np.random.default_rng(4))[case]
+    got = T.global_grad_norm_sq(gs)
+    assert_bits(got, F32(want))
+    assert_bits(got, spec_norm_sq(gs))
 
 
 @pytest.mark.parametrize("case", ["plain", "subnormal", "inf", "nan", "overflow", "empty", "tail"])
@@ -40,9 +47,10 @@ def test_grad_norm_kernel_bits(case):
         gs[0][0, 0] = F32(3e38)
     elif case == "empty":
         gs = []
-    elif case == "tail":  # lengths around the kernel's load block, -0.0 and 1-element tensors
-        gs = [np.array([-0.0], F32), wide(rng, T.CHAIN_BLOCK - 1, top=20), wide(rng, T.CHAIN_BLOCK + 1, top=20),
-              np.array(-3.0, F32), wide(rng, 2 * T.CHAIN_BLOCK, top=20)]
+    elif case == "tail":  # lengths around the kernel's unrolled block of rows, -0.0 and 1-element tensors
+        block = T.ROWS_AHEAD * T.LANES
+        gs = [np.array([-0.0], F32), wide(rng, block - 1, top=20), wide(rng, block + 1, top=20),
+              np.array(-3.0, F32), wide(rng, 2 * block + T.LANES, top=20), wide(rng, block, top=20)]
     ref = R.global_grad_norm_sq(gs)
     got = T.global_grad_norm_sq(gs)
     assert isinstance(got, np.float32)

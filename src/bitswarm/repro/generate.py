@@ -1,14 +1,19 @@
 """Deterministic generation: a request's tokens depend only on (seed, request id, token index),
 its prompt and the model, never on the other requests in the batch or on the thread count.
 
-Each request runs its own prefill and KV-cached decode, so no padding or shared positions
-can leak between requests. Token j of request r: logits of the last position, divided by the
-temperature (one fp32 division), softmax (backend op), then `sample_rows` with
-u = rng.sample_uniform(seed, r, j) and top_p; temperature 0 means greedy (lowest id on ties).
+Each request runs its own prefill (a forward over its prompt alone). Decoding then runs up to
+`batch_size` unfinished requests together, one forward per step over their last tokens, each
+row at its own position in a shared `KVCache` (see `model`): every op is row-local and the
+cache's padding is masked so that it changes no bit, so a row's logits are exactly those of
+decoding that request alone. A request that finishes leaves the batch and the next waiting one
+joins it. Token j of request r: logits of the last position, divided by the temperature (one
+fp32 division), softmax (backend op), then `sample_rows` with u = rng.sample_uniform(seed, r, j)
+and top_p; temperature 0 means greedy (lowest id on ties). Sampling is row-local too.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -30,6 +35,18 @@ def next_token(model: Llama, logits_row: np.ndarray, temperature: float, top_p: 
     return int(B.sample_rows(probs, F32(top_p), u)[0])
 
 
+def next_tokens(model: Llama, logits: np.ndarray, temperature: float, top_p: float, seed: int,
+                request_ids: Sequence[int], indices: Sequence[int]) -> list[int]:
+    """`next_token` for every row of logits (n, vocab) at once: the same bits row by row."""
+    B = model.B
+    rows = np.ascontiguousarray(logits, F32)
+    if temperature == 0:
+        return [int(t) for t in B.greedy(rows)]
+    probs = B.softmax(rows / F32(temperature))
+    u = np.array([sample_uniform(seed, r, j) for r, j in zip(request_ids, indices)], F32)
+    return [int(t) for t in B.sample_rows(probs, F32(top_p), u)]
+
+
 def generate(
     model: Llama,
     prompts: Sequence[Sequence[int]],
@@ -41,31 +58,79 @@ def generate(
     request_ids: Sequence[int] | None = None,
     eos_ids: Sequence[int] = (),
     on_token: Callable[[int, int], None] | None = None,
+    batch_size: int = 8,
 ) -> list[list[int]]:
-    """New token ids per prompt; stops at max_new_tokens or after an eos id."""
+    """New token ids per prompt; stops at max_new_tokens or after an eos id.
+
+    Up to `batch_size` requests decode together (1: one request after the other); the tokens
+    never depend on it. `on_token(request_id, token)` fires for every token as it is chosen
+    (with several requests in flight their tokens interleave)."""
     if temperature < 0:
         raise ValueError("temperature must be >= 0")
     if not 0 < top_p <= 1:
         raise ValueError("top_p must be in (0, 1]")
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
     ids = list(request_ids) if request_ids is not None else list(range(len(prompts)))
     if len(ids) != len(prompts):
         raise ValueError("one request id per prompt")
-    results = []
     for prompt, rid in zip(prompts, ids):
         if len(prompt) == 0:
             raise ValueError(f"request {rid} has an empty prompt")
-        cache = KVCache()
-        logits, _ = model.forward(np.asarray([prompt], np.int64), cache=cache)
-        out: list[int] = []
-        for j in range(max_new_tokens):
-            tok = next_token(model, logits[-1], temperature, top_p, seed, rid, j)
-            out.append(tok)
-            if on_token:
-                on_token(rid, tok)
-            if tok in eos_ids or j == max_new_tokens - 1:
-                break
-            logits, _ = model.forward(np.asarray([[tok]], np.int64), cache=cache)
-        results.append(out)
+    eos = frozenset(int(e) for e in eos_ids)
+    results: list[list[int]] = [[] for _ in prompts]
+
+    def emit(n: int, tok: int) -> bool:
+        """Record request n's next token; True when the request is finished."""
+        results[n].append(tok)
+        if on_token:
+            on_token(ids[n], tok)
+        return tok in eos or len(results[n]) == max_new_tokens
+
+    def final_length(n: int) -> int:  # cache positions request n can reach
+        return len(prompts[n]) + max_new_tokens - 1
+
+    waiting = deque(range(len(prompts)))
+    active: list[int] = []  # requests in the batch, in the order of the cache's rows
+    cache: KVCache | None = None
+    last_prefill: tuple[tuple[int, ...], np.ndarray, KVCache] | None = None  # equal prompts share it
+    while waiting or active:
+        joining: list[tuple[int, KVCache]] = []
+        while waiting and len(active) + len(joining) < batch_size:
+            n = waiting.popleft()
+            key = tuple(int(t) for t in prompts[n])
+            if last_prefill is None or last_prefill[0] != key:
+                row_cache = KVCache(capacity=min(final_length(n), 2 * len(key) + 64))
+                logits, _ = model.forward(np.asarray([key], np.int64), cache=row_cache)
+                last_prefill = (key, logits[-1:].copy(), row_cache)
+            _, row_logits, row_cache = last_prefill
+            [tok] = next_tokens(model, row_logits, temperature, top_p, seed, [ids[n]], [0])
+            if not emit(n, tok):
+                joining.append((n, row_cache))
+        if joining:
+            if cache is None and len(joining) == 1:
+                [(n, cache)] = joining  # decoding alone: the prefill's own cache, not a copy,
+                active = [n]
+                last_prefill = None     # which decoding extends from here on
+            else:
+                rows = [n for n in active] + [n for n, _ in joining]
+                longest = max(len(prompts[n]) + len(results[n]) - 1 for n in rows)
+                capacity = min(max(final_length(n) for n in rows), max(2 * longest, longest + 64))
+                cache = KVCache.stack(([cache] if cache is not None else []) + [c for _, c in joining], capacity)
+                active = rows
+        if not active:
+            continue
+        last = np.asarray([[results[n][-1]] for n in active], np.int64)
+        logits, _ = model.forward(last, cache=cache)
+        toks = next_tokens(model, logits, temperature, top_p, seed, [ids[n] for n in active],
+                           [len(results[n]) for n in active])
+        staying = [r for r, (n, tok) in enumerate(zip(active, toks)) if not emit(n, tok)]
+        if len(staying) < len(active):
+            active = [active[r] for r in staying]
+            if active:
+                cache.select(staying)
+            else:
+                cache = None
     return results

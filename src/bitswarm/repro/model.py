@@ -9,14 +9,19 @@ which is one correctly rounded operation per element on every platform. Orders t
 - Attention per (sequence, head): s = (q · k chain over head_dim) * scale, masked to -inf above
   the diagonal, softmax over the row, o = P @ V (chain over key positions). Masked entries are
   exact zeros, so decoding with a KV cache gives the same bits as a full forward.
+- Batched decoding (rows of different lengths in one `KVCache`): row r's new tokens sit at its
+  own positions lengths[r], lengths[r] + 1, ... RoPE is elementwise per (token, head, dim), so
+  it runs on the tokens flattened to rows with the cos/sin rows gathered per token. Attention
+  runs over the padded cache, the slots past a row's own positions scored -inf: the row max
+  ignores them, exp(-inf - m) = +0 adds nothing to the sum, and in P @ V their terms are
+  +0 * -0 (padded values are -0) = -0, and acc + -0 = acc for every acc (also +-0). Every op is
+  row-local, so each row's logits are the bits of decoding that sequence alone.
 - GQA: key/value gradients of a KV head accumulate over its query heads in increasing order.
 - Tied embeddings: the lm_head and the embedding lookup keep separate gradient accumulators,
   added once at the end of the step, so micro-batching cannot reorder either chain.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,16 +30,102 @@ from bitswarm.repro.config import LlamaConfig
 F32 = np.float32
 
 
-@dataclass
 class KVCache:
-    """Keys and values (after RoPE) per layer: (batch, kv_heads, positions, head_dim)."""
+    """Keys (after RoPE) and values per layer, for `Llama.forward` to extend.
 
-    k: list[np.ndarray] = field(default_factory=list)
-    v: list[np.ndarray] = field(default_factory=list)
+    Per layer one preallocated buffer (rows, kv_heads, capacity, head_dim) per tensor, grown by
+    doubling; row r holds `lengths[r]` positions. Rows may differ in length (requests decoding
+    together): slots past a row's length hold +0 keys and -0 values, which attention masks (see
+    the module docstring). `capacity` only sizes the first buffer; it never changes a value.
+    """
+
+    def __init__(self, capacity: int = 0):
+        self.k: list[np.ndarray] = []
+        self.v: list[np.ndarray] = []
+        self.lengths: np.ndarray | None = None  # (rows,) int64, set by the first forward
+        self._capacity = capacity
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.lengths is None else int(self.lengths.shape[0])
+
+    @property
+    def ragged(self) -> bool:
+        return self.lengths is not None and bool(np.any(self.lengths != self.lengths[0]))
 
     @property
     def length(self) -> int:
-        return self.k[0].shape[2] if self.k else 0
+        """The number of cached positions, shared by every row."""
+        if self.lengths is None or self.lengths.size == 0:
+            return 0
+        if self.ragged:
+            raise ValueError("the cache's rows have different lengths; see `lengths`")
+        return int(self.lengths[0])
+
+    def _buffers(self, rows: int, hkv: int, capacity: int, dh: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((rows, hkv, capacity, dh), F32), np.full((rows, hkv, capacity, dh), -0.0, F32)
+
+    def _write(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Store k, v (rows, kv_heads, t, head_dim) at each row's next positions; returns views of
+        this layer's keys and values over positions 0 .. max(lengths) + t - 1."""
+        b, hkv, t, dh = k.shape
+        lengths = np.zeros(b, np.int64) if self.lengths is None else self.lengths
+        need = int(lengths.max(initial=0)) + t
+        if len(self.k) <= layer:
+            self.k.append(None), self.v.append(None)
+            kb, vb = self._buffers(b, hkv, max(need, self._capacity), dh)
+        else:
+            kb, vb = self.k[layer], self.v[layer]
+            if kb.shape[2] < need:
+                old = kb.shape[2]
+                kb2, vb2 = self._buffers(b, hkv, max(need, 2 * old), dh)
+                kb2[:, :, :old], vb2[:, :, :old] = kb, vb
+                kb, vb = kb2, vb2
+        if b and bool(np.all(lengths == lengths[0])):
+            start = int(lengths[0])
+            kb[:, :, start:start + t], vb[:, :, start:start + t] = k, v
+        else:
+            rows = np.arange(b)[:, None]
+            pos = lengths[:, None] + np.arange(t)[None, :]  # (b, t): index shape, then (hkv, dh)
+            kb[rows, :, pos], vb[rows, :, pos] = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+        self.k[layer], self.v[layer] = kb, vb
+        return kb[:, :, :need], vb[:, :, :need]
+
+    def _advance(self, b: int, t: int) -> None:
+        self.lengths = np.full(b, t, np.int64) if self.lengths is None else self.lengths + t
+
+    def select(self, rows) -> None:
+        """Keep only these rows, in this order (the others leave the batch)."""
+        rows = np.asarray(rows, np.int64)
+        if self.lengths is None:
+            raise ValueError("an empty cache has no rows to select")
+        self.lengths = self.lengths[rows]
+        self.k = [kb[rows] for kb in self.k]
+        self.v = [vb[rows] for vb in self.v]
+
+    @classmethod
+    def stack(cls, caches: list[KVCache], capacity: int = 0) -> KVCache:
+        """One cache holding the rows of `caches` in order (copies; the inputs are unchanged)."""
+        caches = [c for c in caches if c.rows]
+        out = cls()
+        if not caches:
+            return out
+        layers = len(caches[0].k)
+        if any(len(c.k) != layers for c in caches):
+            raise ValueError("caches of different models cannot be stacked")
+        out.lengths = np.concatenate([c.lengths for c in caches])
+        b, longest = out.rows, int(out.lengths.max())
+        cap = max(capacity, longest)
+        for i in range(layers):
+            _, hkv, _, dh = caches[0].k[i].shape
+            kb, vb = out._buffers(b, hkv, cap, dh)
+            r = 0
+            for c in caches:
+                n, m = c.rows, int(c.lengths.max())
+                kb[r:r + n, :, :m], vb[r:r + n, :, :m] = c.k[i][:, :, :m], c.v[i][:, :, :m]
+                r += n
+            out.k.append(kb), out.v.append(vb)
+        return out
 
 
 def _swap_heads_positions(x: np.ndarray) -> np.ndarray:
@@ -77,13 +168,33 @@ class Llama:
             self._rope_tables = have
         return have[0][start:need], have[1][start:need]
 
+    def _rope_rows(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """cos/sin rows for any positions (N,), gathered from the same tables as `_rope`."""
+        self._rope(0, int(positions.max()) + 1)
+        cos, sin = self._rope_tables
+        return cos[positions], sin[positions]
+
+    def _rotate(self, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, per_token: bool) -> np.ndarray:
+        """RoPE of x (b, t, heads, head_dim): with shared positions the tables have t rows (one
+        per position, the same for every batch row); per token they have b*t rows and x is
+        rotated as (b*t, heads, head_dim), the same elementwise ops on every element."""
+        if not per_token:
+            return self.B.rope_fwd(x, cos, sin)
+        b, t, h, dh = x.shape
+        return self.B.rope_fwd(x.reshape(b * t, h, dh), cos, sin).reshape(b, t, h, dh)
+
     def _lm_head_name(self) -> str:
         return "model.embed_tokens.weight" if self.cfg.tie_word_embeddings else "lm_head.weight"
 
     # -- attention ----------------------------------------------------------------------
 
-    def _attention(self, q, k, v, start: int):
-        """q: (b, hq, t, dh); k, v: (b, hkv, s, dh) with s = start + t. Returns (o, probs)."""
+    def _attention(self, q, k, v, start):
+        """q: (b, hq, t, dh); k, v: (b, hkv, s, dh) with s = start + t. Returns (o, probs).
+
+        `start` may also be per-row lengths (b,) (a batch of decoding requests): then k, v hold
+        s = max(start) + t positions per row and each row's slots past its own are masked."""
+        if np.ndim(start):
+            return self._ragged_attention(q, k, v, np.asarray(start, np.int64))
         B, cfg = self.B, self.cfg
         b, hq, t, dh = q.shape
         s = k.shape[2]
@@ -95,6 +206,22 @@ class Llama:
         scores[:, future] = -np.inf
         probs = B.softmax(scores.reshape(b * hq * t, s)).reshape(b * hq, t, s)
         o = B.bmm(probs, vv).reshape(b, hq, t, dh)
+        return o, probs
+
+    def _ragged_attention(self, q, k, v, lengths: np.ndarray):
+        """Attention of rows at their own positions: row r's query j sees key slots
+        0 .. lengths[r] + j. The query heads of a KV head are the rows of one bmm against that
+        KV head's keys (no repeated copy of the cache); every score and output is the same chain
+        as in `_attention`, see the module docstring for why the padding changes no bit."""
+        B = self.B
+        b, hq, t, dh = q.shape
+        hkv, s = k.shape[1], k.shape[2]
+        group = hq // hkv
+        scores = B.bmm(q.reshape(b * hkv, group * t, dh), k.reshape(b * hkv, s, dh).transpose(0, 2, 1)) * self.scale
+        future = np.arange(s)[None, None, :] > (lengths[:, None, None] + np.arange(t)[None, :, None])  # (b, t, s)
+        np.copyto(scores.reshape(b, hkv, group, t, s), F32(-np.inf), where=future[:, None, None])
+        probs = B.softmax(scores.reshape(-1, s)).reshape(b * hkv, group * t, s)
+        o = B.bmm(probs, v.reshape(b * hkv, s, dh)).reshape(b, hq, t, dh)
         return o, probs
 
     def _attention_bwd(self, do, q, k, v, probs):
@@ -123,16 +250,29 @@ class Llama:
     # -- forward / backward -------------------------------------------------------------
 
     def forward(self, ids: np.ndarray, cache: KVCache | None = None, keep: bool = False):
-        """Logits (b*t, vocab) for token ids (b, t); `keep` records what backward needs."""
+        """Logits (b*t, vocab) for token ids (b, t); `keep` records what backward needs.
+
+        With a cache, row r's tokens continue at its position cache.lengths[r] (rows may differ:
+        a batch of requests decoding together), and the cache grows by t positions per row."""
         B, cfg, P = self.B, self.cfg, self.params
         ids = np.asarray(ids, dtype=np.int64)
         b, t = ids.shape
-        start = cache.length if cache is not None else 0
-        if start + t > cfg.max_position_embeddings:
+        lengths = cache.lengths if cache is not None else None
+        if lengths is not None and lengths.shape[0] != b:
+            raise ValueError(f"{b} rows of ids for a cache of {lengths.shape[0]} rows")
+        per_row = lengths is not None and cache.ragged
+        if per_row and keep:
+            raise ValueError("keep (training) needs one position for all rows")
+        start = lengths if per_row else (cache.length if cache is not None else 0)
+        end = int(np.max(start)) + t
+        if end > cfg.max_position_embeddings:
             raise ValueError(
-                f"{start + t} positions exceed the model's context of {cfg.max_position_embeddings}"
+                f"{end} positions exceed the model's context of {cfg.max_position_embeddings}"
             )
-        cos, sin = self._rope(start, t)
+        if per_row:
+            cos, sin = self._rope_rows((lengths[:, None] + np.arange(t)[None, :]).reshape(-1))
+        else:
+            cos, sin = self._rope(start, t)
         tape: dict = {"ids": ids, "layers": []} if keep else {}
         x = B.embedding_fwd(ids.reshape(-1), P["model.embed_tokens.weight"])
         for i in range(cfg.num_layers):
@@ -142,16 +282,11 @@ class Llama:
             q = self._linear(h, p + "self_attn.q_proj.weight").reshape(b, t, cfg.num_heads, cfg.head_dim)
             k = self._linear(h, p + "self_attn.k_proj.weight").reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
             v = self._linear(h, p + "self_attn.v_proj.weight").reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-            q = _swap_heads_positions(B.rope_fwd(q, cos, sin))
-            k = _swap_heads_positions(B.rope_fwd(k, cos, sin))
+            q = _swap_heads_positions(self._rotate(q, cos, sin, per_row))
+            k = _swap_heads_positions(self._rotate(k, cos, sin, per_row))
             v = _swap_heads_positions(v)
             if cache is not None:
-                if len(cache.k) <= i:
-                    cache.k.append(k), cache.v.append(v)
-                else:
-                    cache.k[i] = np.concatenate([cache.k[i], k], axis=2)
-                    cache.v[i] = np.concatenate([cache.v[i], v], axis=2)
-                k_all, v_all = cache.k[i], cache.v[i]
+                k_all, v_all = cache._write(i, k, v)
             else:
                 k_all, v_all = k, v
             o, probs = self._attention(q, k_all, v_all, start)
@@ -166,6 +301,8 @@ class Llama:
                 tape["layers"].append(dict(x=x, h=h, rstd1=rstd1, q=q, k=k, v=v, probs=probs, o2=o2,
                                            x_mid=x_mid, h2=h2, rstd2=rstd2, gate=gate, up=up, act=act))
             x = x_out
+        if cache is not None:
+            cache._advance(b, t)
         hf, rstd = B.rmsnorm_fwd(x, P["model.norm.weight"], cfg.rms_norm_eps)
         logits = self._linear(hf, self._lm_head_name())
         if keep:

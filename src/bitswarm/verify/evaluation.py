@@ -1,7 +1,7 @@
 """Verifiable evaluation: a model's loss on a spec's data, committed per batch, disputed through
 verify.game like training and inference.
 
-An eval record (eval.json, version 1) holds the spec (its model and data; the optimizer is not
+An eval record (eval.json, version 2) holds the spec (its model and data; the optimizer is not
 used), per batch k the mean loss over its counted tokens and the running sum S_k = S_{k-1} +
 loss_k (fp32), and one chained commitment per batch: c_k = sha256(c_{k-1} | tensor hash of
 [loss_k, S_k]), c_{-1} = the hash of the model's initial training state (its parameters). The
@@ -25,7 +25,7 @@ from bitswarm.verify.game import Computation, GameError, Party, Referee, Trace, 
 from bitswarm.verify.trace import TracingBackend, recompute
 
 FILE = "eval.json"
-VERSION = 1
+VERSION = 2  # 2: tensor hashes are BLAKE3 (repro.hashing v2)
 F32 = np.float32
 
 

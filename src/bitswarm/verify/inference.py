@@ -1,6 +1,6 @@
 """Verifiable inference: per-token commitments, and their dispute through verify.game.
 
-An inference record (inference.json, version 2) fixes the model CID, prompt token ids, seed,
+An inference record (inference.json, version 3: tensor hashes are BLAKE3, hashing v2) fixes the model CID, prompt token ids, seed,
 request id, temperature, top_p and max_new_tokens, and holds the generated token ids, the hash
 of the logits row each was sampled from, and one commitment per token: c_j = sha256(c_{j-1} |
 u32 token_j | tensor hash of that logits row), c_{-1} = 32 zero bytes, with a Merkle root over
@@ -29,7 +29,7 @@ from bitswarm.verify.game import ZERO, Computation, GameError, Party, Referee, T
 from bitswarm.verify.trace import TracingBackend, recompute
 
 FILE = "inference.json"
-VERSION = 2
+VERSION = 3
 
 
 class InferenceError(GameError):

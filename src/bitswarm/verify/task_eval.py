@@ -1,7 +1,7 @@
 """Verifiable task evaluation: a model's completions of many prompts, every token committed in one
 chain, disputed through verify.game with inference's token computation.
 
-A task-eval record (task_eval.json, version 1; not the loss eval's eval.json) fixes the job:
+A task-eval record (task_eval.json, version 2; not the loss eval's eval.json) fixes the job:
 the model CID, the items' prompt token ids, seed, temperature, top_p and max_new_tokens per item
 (fixed length, no early stop, so every item has the same number of leaves). Item i samples with
 request id i, so items draw from different random streams. It holds per item the generated
@@ -31,7 +31,7 @@ from bitswarm.verify.trace import recompute
 
 FILE = "task_eval.json"
 KIND = "task_eval"
-VERSION = 1
+VERSION = 2  # 2: tensor hashes are BLAKE3 (repro.hashing v2)
 JOB_KEYS = ("model", "prompt_ids", "seed", "temperature", "top_p", "max_new_tokens")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 

@@ -1,7 +1,7 @@
-"""Training transcripts, format version 2: what a solver commits to and a verifier checks.
+"""Training transcripts, format version 3 (3: state hashes over BLAKE3 tensor hashes, hashing v2): what a solver commits to and a verifier checks.
 
     {
-      "version": 2,
+      "version": 3,
       "kind": "train",
       "spec_cid": CID of the spec (canonical JSON, sorted keys),
       "repro_version": the reproducibility contract version,
@@ -31,7 +31,7 @@ from bitswarm.repro.hashing import merkle_root
 from bitswarm.repro.train import checkpoint_meta, checkpoints, read_step_log
 from bitswarm.store import BlobStore
 
-VERSION = 2
+VERSION = 3
 
 
 class TranscriptError(BitswarmError, ValueError):

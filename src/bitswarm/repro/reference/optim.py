@@ -4,9 +4,16 @@
 rounded fp32 operation; negation is exact. Python scalars (lr, betas, eps, weight decay,
 max_norm) are rounded to fp32 once, on entry.
 
-global_grad_norm_sq(grads): ONE sequential chain over every element of every gradient, the
-    list in the caller's canonical order, each array flattened in C order:
-        ss = +0.0; for each element g: ss = fma(g, g, ss)
+global_grad_norm_sq(grads): LANES = 1024 independent fma chains per gradient, summed in a
+    fixed order (vectorizes on every device while staying one order):
+        norm_sq = +0.0
+        for each gradient g, in the caller's list order (each flattened in C order, n elements):
+            s[l] = +0.0 for l in 0..LANES-1
+            for i in 0..n-1:  s[i mod LANES] = fma(g[i], g[i], s[i mod LANES])    (each lane its own chain, in increasing i)
+            t = +0.0;  for l in 0..LANES-1:  t = t + s[l]                          (plain fp32 adds, lane order)
+            norm_sq = norm_sq + t                                                  (plain fp32 add)
+    Every partial sum is a sum of squares, so never -0 (+0.0 + s[l] = s[l], an empty gradient
+    adds +0.0 and changes nothing); NaN and inf propagate naturally.
 clip_scale(norm_sq, max_norm):
         norm = sqrt(norm_sq)
         scale = max_norm / (norm + float32(1e-6))   if norm > max_norm   (add, divide)
@@ -42,6 +49,7 @@ from bitswarm.repro.fp import fma_ref
 F32 = np.float32
 ONE = F32(1.0)
 CLIP_EPS = F32(1e-6)
+LANES = 1024  # fma chains per gradient in global_grad_norm_sq (imported by the kernels)
 
 _PACK_F = struct.Struct("<f")
 
@@ -58,7 +66,7 @@ def _fma_py(a: float, b: float, c: float) -> float:
     """fp.fma_ref for three fp32 values held as Python floats: the same round-to-odd method.
 
     a*b is exact in fp64; the fp64 sum is made round-to-odd with TwoSum's exact error and then
-    rounded once to fp32. A scalar version, because a sequential chain cannot be vectorised.
+    rounded once to fp32. A scalar version of fma_ref, for sequential scalar chains.
     """
     p = a * b
     s = p + c
@@ -125,12 +133,23 @@ def adamw_coeffs(*, lr, beta1, beta2, eps, weight_decay, beta1_pow, beta2_pow) -
 
 
 def global_grad_norm_sq(grads) -> np.float32:
-    """Sum of squares of all gradient elements as ONE fma chain, in list order, C order."""
-    ss = 0.0
-    for g in _grad_list(grads):
-        for x in g.ravel(order="C").tolist():  # float32 -> Python float is exact
-            ss = _fma_py(x, x, ss)
-    return F32(ss)
+    """Sum of squares of all gradient elements: LANES fma chains per gradient. Order: module docstring."""
+    norm_sq = F32(0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for g in _grad_list(grads):
+            x = np.ascontiguousarray(g).reshape(-1)  # C order of the view, as ravel(order="C")
+            rows = -(-x.size // LANES)
+            # Zero padding to whole rows is exact: fma(0, 0, s) = s, since s is never -0.
+            pad = np.zeros(rows * LANES, F32)
+            pad[: x.size] = x
+            s = np.zeros(LANES, F32)
+            for row in pad.reshape(rows, LANES):
+                s = fma_ref(row, row, s)
+            t = F32(0.0)
+            for v in s:  # sequential fp32 adds, lane order
+                t = F32(t + v)
+            norm_sq = F32(norm_sq + t)
+    return norm_sq
 
 
 def clip_scale(norm_sq, max_norm) -> np.float32:

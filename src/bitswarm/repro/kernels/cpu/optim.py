@@ -1,9 +1,9 @@
 """numba kernels for the gradient norm, gradient scaling and AdamW.
 
 Bit-identical to `bitswarm.repro.reference.optim`, whose docstring is the spec. The global
-norm is one sequential chain (a single thread); scaling and AdamW are elementwise and run in
-parallel over elements. The scalar helpers (clip_scale, advance_pows, the AdamW coefficients)
-are the reference's own.
+norm keeps LANES fma chains per gradient (a single thread, the lanes vectorized); scaling and
+AdamW are elementwise and run in parallel over elements. The scalar helpers (clip_scale,
+advance_pows, the AdamW coefficients) are the reference's own.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 from bitswarm.repro.kernels.cpu.dispatch import kernel
 from bitswarm.repro.fp import fma32
 from bitswarm.repro.reference.optim import (
+    LANES,
     _check_adamw,
     _grad_list,
     _inplace,
@@ -29,11 +30,23 @@ ONE = np.float32(1.0)
 
 
 @numba.njit
-def _sq_chain(x, ss):
-    for k in range(x.shape[0]):
-        v = x[k]
-        ss = fma32(v, v, ss)
-    return ss
+def _sq_lanes(x):
+    """The lane sum t of one flattened gradient: s[i % LANES] = fma(x[i], x[i], s[i % LANES]),
+    then t = +0 + s[0] + ... + s[LANES-1] in lane order (no fastmath: the adds stay in order)."""
+    s = np.zeros(LANES, np.float32)
+    n = x.shape[0]
+    full = n - n % LANES
+    for base in range(0, full, LANES):
+        for l in range(LANES):  # contiguous lanes, independent chains: vectorizes
+            v = x[base + l]
+            s[l] = fma32(v, v, s[l])
+    for l in range(n - full):
+        v = x[full + l]
+        s[l] = fma32(v, v, s[l])
+    t = np.float32(0.0)
+    for l in range(LANES):
+        t = t + s[l]
+    return t
 
 
 @kernel
@@ -58,10 +71,11 @@ def _adamw(p, g, m, v, b1, b2, eps, decay, omb1, omb2, bc1, bc2, neg_lr):
 
 
 def global_grad_norm_sq(grads) -> np.float32:
-    ss = F32(0.0)
-    for g in _grad_list(grads):
-        ss = F32(_sq_chain(np.ascontiguousarray(g).reshape(-1), ss))
-    return ss
+    norm_sq = F32(0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for g in _grad_list(grads):
+            norm_sq = F32(norm_sq + F32(_sq_lanes(np.ascontiguousarray(g).reshape(-1))))
+    return norm_sq
 
 
 def scale_grads_(grads, scale) -> None:
