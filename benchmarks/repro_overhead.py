@@ -7,6 +7,9 @@ Measured in one run, side by side, on SmolLM2-135M-Instruct and on the tiny mode
     plain-PyTorch way (transformers' Llama + autograd + torch.optim.AdamW) as a second baseline
   - matmul GFLOP/s at the model's MLP shape: repro kernel vs torch.mm
   - generation tokens/s (greedy, KV cache), repro vs native
+  - batched decoding (SmolLM2, repro only): 8 different chat prompts decoded together vs the
+    same 8 one by one, tokens/s of both and the ratio; the tokens must be identical
+    (`--only batched` runs just this measure)
 Each timing is the median of several repeats after a warm-up, each backend in its own
 subprocess: numba's and torch's OpenMP pools spin-wait after a parallel region, and in one
 process the idle pool of one would steal the cores of the other. The machine is shared and
@@ -106,6 +109,52 @@ def gen_rate(store, cid: str, backend: str, tokens: int) -> float:
     return len(out) / (time.perf_counter() - t)
 
 
+CHAT_PROMPTS = (
+    "Write a short poem about the sea.",
+    "What is 17 times 23?",
+    "Name three countries in South America.",
+    "Explain in one paragraph why the sky is blue, as if to a ten year old child who keeps asking why.",
+    "Translate 'good morning' into French.",
+    "Give me a haiku about autumn leaves falling on a quiet mountain path at dusk.",
+    "hi",
+    "List the planets of the solar system in order from the sun, with one fact about each of them.",
+)
+
+
+def batched_gen_rates(store, cid: str, tokens: int) -> dict:
+    """Greedy decoding of 8 different chat prompts, never stopping early: all 8 decoding
+    together (batch_size=8) vs one after the other (batch_size=1), with repro. Both include
+    each prompt's prefill (the same work in both); "decode" rates leave the prefill time out."""
+    from bitswarm.models.generate import encode_prompt, load
+    from bitswarm.repro.generate import generate
+    from bitswarm.repro.model import KVCache
+
+    model, tok = load(store, cid, "repro")
+    prompts = [encode_prompt(tok, p, chat=True) for p in CHAT_PROMPTS]
+    for size in (1, 2):  # warm-up of both paths: compile, caches
+        generate(model, prompts[:2], 3, batch_size=size)
+    t = time.perf_counter()
+    for p in prompts:
+        model.forward(np.asarray([p], np.int64), cache=KVCache())
+    prefill = time.perf_counter() - t
+    t = time.perf_counter()
+    alone = generate(model, prompts, tokens, eos_ids=(), batch_size=1)
+    t_alone = time.perf_counter() - t
+    t = time.perf_counter()
+    together = generate(model, prompts, tokens, eos_ids=(), batch_size=len(prompts))
+    t_together = time.perf_counter() - t
+    assert together == alone, "batched decoding changed tokens"
+    n = sum(map(len, alone))
+    decoded = n - len(prompts)  # the first token of each request comes from its prefill
+    return {
+        "prompt_tokens": [len(p) for p in prompts], "new_tokens": n,
+        "one_by_one": n / t_alone, "batched": n / t_together, "ratio": t_alone / t_together,
+        "decode_one_by_one": decoded / max(t_alone - prefill, 1e-9),
+        "decode_batched": decoded / max(t_together - prefill, 1e-9),
+        "decode_ratio": (t_alone - prefill) / max(t_together - prefill, 1e-9),
+    }
+
+
 def commit_time(model_dir, repeats: int) -> float:
     """Seconds to hash the whole training state once (parameters and both AdamW moments)."""
     from bitswarm.repro.config import LlamaConfig
@@ -137,12 +186,12 @@ SHAPES = {"tiny": dict(batch=8, seq=64, mm=(512, 64, 160)), "SmolLM2-135M": dict
 
 def worker(args) -> dict:
     """One measurement in this process: prints {"value": ...}."""
-    from bitswarm.node.home import resolve_home, store_dir
+    from bitswarm.home import Home
     from bitswarm.repro.backend import set_threads
     from bitswarm.store import BlobStore
 
     set_threads(args.threads)
-    store = BlobStore(store_dir(resolve_home()))
+    store = BlobStore(Home.resolve().store)
     s = SHAPES[args.model_name]
     reps = 2 if args.quick else 3
     if args.measure == "train":
@@ -155,6 +204,8 @@ def worker(args) -> dict:
         return {"value": commit_time(store.checkout(args.cid), reps)}
     if args.measure == "limits":
         return {"value": machine_limits()}
+    if args.measure == "batched":
+        return {"value": batched_gen_rates(store, args.cid, 16 if args.quick else 32)}
     return {"value": gen_rate(store, args.cid, "repro" if args.backend == "numba" else "native", 16 if args.quick else 32)}
 
 
@@ -162,6 +213,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and tokens")
+    ap.add_argument("--only", choices=["batched"], help="run only this measure")
     ap.add_argument("--worker", nargs=4, metavar=("MEASURE", "MODEL", "CID", "BACKEND"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -173,13 +225,15 @@ def main() -> int:
     from rich.table import Table
 
     from bitswarm.models.importer import import_model, init_model
-    from bitswarm.node.home import resolve_home, store_dir
+    from bitswarm.home import Home
     from bitswarm.store import BlobStore
 
     con = Console(stderr=True)
-    store = BlobStore(store_dir(resolve_home()))
+    store = BlobStore(Home.resolve().store)
     with con.status("importing models"):
-        models = {"tiny": init_model(store, "tiny", 0), "SmolLM2-135M": import_model(store, "smollm2-135m-instruct")}
+        models = {"SmolLM2-135M": import_model(store, "smollm2-135m-instruct")}
+        if not args.only:
+            models = {"tiny": init_model(store, "tiny", 0), **models}
 
     def measure(what, name, cid, backend) -> float:
         cmd = [sys.executable, __file__, "--threads", str(args.threads), "--worker", what, name, cid, backend]
@@ -187,6 +241,24 @@ def main() -> int:
             cmd.insert(2, "--quick")
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         return json.loads(out.strip().splitlines()[-1])["value"]
+
+    def batched_rows(table) -> dict:
+        with con.status("SmolLM2-135M: batched decoding of 8 chat prompts"):
+            b = measure("batched", "SmolLM2-135M", models["SmolLM2-135M"], "numba")
+        table.add_row("SmolLM2-135M", f"8 prompts x {b['new_tokens'] // 8} tokens/s, batched | one by one",
+                      f"{b['batched']:.2f}", f"{b['one_by_one']:.2f}", f"batched {b['ratio']:.2f}x faster")
+        table.add_row("SmolLM2-135M", "  decode only (prefill left out)", f"{b['decode_batched']:.2f}",
+                      f"{b['decode_one_by_one']:.2f}", f"batched {b['decode_ratio']:.2f}x faster")
+        return b
+
+    if args.only == "batched":
+        table = Table(title=f"repro batched decoding, {args.threads} threads (identical tokens)")
+        for col in ("model", "measure", "batched", "one by one", "ratio"):
+            table.add_column(col, justify="right")
+        b = batched_rows(table)
+        Console().print(table)
+        print(json.dumps({"SmolLM2-135M/batched": b}))
+        return 0
 
     table = Table(title=f"repro vs native, {args.threads} threads")
     for col in ("model", "measure", "repro", "native", "ratio"):
@@ -208,6 +280,7 @@ def main() -> int:
                 table.add_row(name, f"matmul GFLOP/s {s['mm']}", f"{r:.1f}", f"{n:.1f}", f"torch {n / r:.2f}x faster")
             else:
                 table.add_row(name, "generation tokens/s", f"{r:.2f}", f"{n:.2f}", f"native {n / r:.2f}x faster")
+    results["SmolLM2-135M/batched"] = batched_rows(table)
     with con.status("state commitment and machine limits"):
         commit = measure("commit", "SmolLM2-135M", models["SmolLM2-135M"], "numba")
         limits = measure("limits", "tiny", models["tiny"], "numba")
