@@ -31,7 +31,7 @@ def test_model_sized_shapes_equal_the_plain_chain(m, k, n):
     assert got.tobytes() == want.tobytes()
 
 
-@pytest.mark.parametrize("m", [1, 3, 8])
+@pytest.mark.parametrize("m", [1, 3, 4, 6, 8])  # 4-8 rows: the batched-decode kernel (padded rows)
 @pytest.mark.parametrize("n", [1, 17, 600])
 def test_small_row_path_equals_the_tiled_kernel(m, n):
     from bitswarm.repro.kernels.cpu import gemv
