@@ -51,3 +51,21 @@ def test_small_row_path_equals_the_tiled_kernel(m, n):
     specials = a.copy()
     specials[0, :3] = [np.inf, np.nan, 1e-42]
     assert gemv.matmul(specials, w.T).view(np.uint32).tobytes() == mk.matmul(specials, w.T).view(np.uint32).tobytes()
+
+
+@pytest.mark.parametrize("m", [1, 2, 8])
+@pytest.mark.parametrize("s", [1, 17, 130])
+def test_few_row_bmm_equals_the_tiled_kernel(m, s):
+    """Decode-time attention (one query row per head against cached keys, then values) takes the
+    few-rows path: the same chains as the tiled kernel, transposed keys included."""
+    from bitswarm.repro.kernels.cpu import gemv
+
+    rng = np.random.default_rng(m * 100 + s)
+    q = rng.standard_normal((9, m, 64), dtype=np.float32)
+    keys = rng.standard_normal((9, s, 64), dtype=np.float32)
+    probs = rng.standard_normal((9, m, s), dtype=np.float32)
+    probs[0, 0, 0] = np.inf
+    for a, b in ((q, keys.transpose(0, 2, 1)), (probs, keys)):
+        assert gemv.bmm(a, b).tobytes() == mk.bmm(a, b).tobytes()
+        c0 = rng.standard_normal((9, m, b.shape[2]), dtype=np.float32)
+        assert gemv.bmm_acc(a, b, c0.copy()).tobytes() == mk.bmm_acc(a, b, c0.copy()).tobytes()

@@ -87,6 +87,58 @@ def _rows_times_wt(at, w, c):
                 c[i, j0 + jj] = acc[jj, i]
 
 
+@kernel
+def _bmm_rows(a, b, c):
+    """c[p, i, j] = chain over k of a[p, i, k] * b[p, k, j]: `_times_b` for every batch entry
+    (decode-time attention: one query row per head against the cached keys or values)."""
+    nb, m, kk = a.shape
+    n = b.shape[2]
+    nblk = (n + JB - 1) // JB
+    for t in numba.prange(nb * nblk):
+        p = t // nblk
+        j0 = (t % nblk) * JB
+        nj = min(JB, n - j0)
+        acc = np.empty(JB, np.float32)
+        for i in range(m):
+            for jj in range(nj):
+                acc[jj] = c[p, i, j0 + jj]
+            for k in range(kk):
+                x = a[p, i, k]
+                for jj in range(nj):
+                    acc[jj] = fma32(x, b[p, k, j0 + jj], acc[jj])
+            for jj in range(nj):
+                c[p, i, j0 + jj] = acc[jj]
+
+
+def _few_rows(a, b, c) -> bool:
+    return (
+        isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and isinstance(c, np.ndarray)
+        and a.ndim == 3 and b.ndim == 3 and c.ndim == 3
+        and a.dtype == np.float32 and b.dtype == np.float32 and c.dtype == np.float32
+        and 0 < a.shape[1] <= SMALL_M and a.shape[2] > 0 and a.shape[0] == b.shape[0] == c.shape[0]
+        and a.shape[2] == b.shape[1] and c.shape == (a.shape[0], a.shape[1], b.shape[2])
+        and c.flags.c_contiguous and c.flags.writeable
+        and all(st % 4 == 0 for st in a.strides + b.strides)
+        and not (np.may_share_memory(c, a) or np.may_share_memory(c, b))
+    )
+
+
+def bmm_acc(a, b, c):
+    if not _few_rows(a, b, c):
+        return _tiled.bmm_acc(a, b, c)
+    _bmm_rows(b.size, a, b, c)
+    return c
+
+
+def bmm(a, b):
+    a_arr, b_arr = np.asarray(a), np.asarray(b)
+    if a_arr.ndim == 3 and b_arr.ndim == 3 and a_arr.shape[0] == b_arr.shape[0] and a_arr.shape[2] == b_arr.shape[1]:
+        c = np.zeros((a_arr.shape[0], a_arr.shape[1], b_arr.shape[2]), np.float32)
+        if _few_rows(a_arr, b_arr, c):
+            return bmm_acc(a_arr, b_arr, c)
+    return _tiled.bmm(a, b)
+
+
 def _small(a, b, c) -> bool:
     return (
         isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and isinstance(c, np.ndarray)
