@@ -44,8 +44,6 @@ def canonical_nan_(x: np.ndarray) -> int:
     if x.dtype != np.float32 or x.size == 0:
         return 0
     if not (x.flags.c_contiguous and x.flags.writeable):
-        if not np.isnan(x).any():
-            return 0
         fix = np.isnan(x) & (x.view(np.uint32) != QNAN_BITS)
         x[fix] = QNAN
         return int(fix.sum())
@@ -74,7 +72,3 @@ def canonical(result):
             result[k] = canonical(result[k])
         return result
     return result
-
-
-def has_nan(x: np.ndarray) -> bool:
-    return x.dtype == np.float32 and x.size > 0 and bool(np.isnan(x).any())

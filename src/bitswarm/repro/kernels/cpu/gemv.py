@@ -8,7 +8,7 @@ JB at a time so that JB independent chains keep the fma units busy.
 
 Several rows times W.T (a batched decode step) go to `_rows_times_wt`: A's rows are
 transposed once into a zero-padded (K, MP) panel, and per k each weight value is broadcast
-against all MP rows in one vector fma, so W is read once per call. `_times_b` reloads the
+against all MP rows in one vector fma, so W is read once per call. `_bmm_rows` reloads the
 weight for every row: batch 8 cost 6x batch 1 (measured; now ~2x). The padded rows compute on
 zeros and are never stored. Every output is still the chain over k in increasing k from its
 initial value (fma(a, w, acc) = fma(w, a, acc)).
@@ -29,27 +29,6 @@ SMALL_M = 8
 JB = 16
 MP = 8  # rows of A in _rows_times_wt (zero-padded, so its row loop is one vector)
 JW = 16  # outputs per block of _rows_times_wt: JW x MP accumulators in registers
-
-
-@kernel
-def _times_b(a, b, c):
-    """c[i, j] = chain over k of a[i, k] * b[k, j]. b may be W.T of a row-major weight (the
-    linear-layer case: each chain then walks one weight row) or a row-major (k, n) matrix."""
-    m, kk = a.shape
-    n = b.shape[1]
-    for bj in numba.prange((n + JB - 1) // JB):
-        j0 = bj * JB
-        nj = min(JB, n - j0)
-        acc = np.empty(JB, np.float32)
-        for i in range(m):
-            for jj in range(nj):
-                acc[jj] = c[i, j0 + jj]
-            for k in range(kk):
-                x = a[i, k]
-                for jj in range(nj):
-                    acc[jj] = fma32(x, b[k, j0 + jj], acc[jj])
-            for jj in range(nj):
-                c[i, j0 + jj] = acc[jj]
 
 
 @kernel
@@ -89,8 +68,10 @@ def _rows_times_wt(at, w, c):
 
 @kernel
 def _bmm_rows(a, b, c):
-    """c[p, i, j] = chain over k of a[p, i, k] * b[p, k, j]: `_times_b` for every batch entry
-    (decode-time attention: one query row per head against the cached keys or values)."""
+    """c[p, i, j] = chain over k of a[p, i, k] * b[p, k, j], JB outputs at a time. Serves a
+    few rows times b (a batch of one: b may be W.T of a row-major weight, each chain then walking
+    one weight row, or a row-major (k, n) matrix) and decode-time attention (one query row per
+    head against the cached keys or values)."""
     nb, m, kk = a.shape
     n = b.shape[2]
     nblk = (n + JB - 1) // JB
@@ -142,26 +123,19 @@ def bmm(a, b):
 def _small(a, b, c) -> bool:
     return (
         isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and isinstance(c, np.ndarray)
-        and a.ndim == 2 and b.ndim == 2 and c.ndim == 2
-        and a.dtype == np.float32 and b.dtype == np.float32 and c.dtype == np.float32
-        and 0 < a.shape[0] <= SMALL_M and a.shape[1] > 0
-        and c.flags.c_contiguous and c.flags.writeable
-        and a.shape[1] == b.shape[0] and c.shape == (a.shape[0], b.shape[1])
+        and a.ndim == 2 and b.ndim == 2 and c.ndim == 2 and _few_rows(a[None], b[None], c[None])
     )
 
 
 def matmul_acc(a, b, c):
     if not _small(a, b, c):
         return _tiled.matmul_acc(a, b, c)
-    if a.shape[0] >= 4 and b.T.flags.c_contiguous:  # batched decode: x @ W.T, W read once (cost does not grow with rows; below 4 rows _times_b is faster)
+    if a.shape[0] >= 4 and b.T.flags.c_contiguous:  # batched decode: x @ W.T, W read once (cost does not grow with rows; below 4 rows _bmm_rows is faster)
         at = np.zeros((a.shape[1], MP), np.float32)
         at[:, : a.shape[0]] = a.T
         _rows_times_wt(b.size, at, b.T, c)
         return c
-    a = np.ascontiguousarray(a)
-    if not (b.T.flags.c_contiguous or b.flags.c_contiguous):
-        return _tiled.matmul_acc(a, b, c)
-    _times_b(b.size, a, b, c)
+    _bmm_rows(b.size, np.ascontiguousarray(a)[None], b[None], c[None])
     return c
 
 
