@@ -88,6 +88,21 @@ class Home:
         return sorted(p for p in self.swarms.glob(f"{kind}-*") if p.is_dir())
 
 
+    @property
+    def assist(self) -> Path:
+        """The assistant's local data: episodes recorded (kept here until the user shares one) and
+        models.jsonl, the trained assistant models in the order they were made (assist.sdk)."""
+        return self.root / "assist"
+
+    @property
+    def episodes(self) -> Path:
+        return self.assist / "episodes"
+
+    @property
+    def assist_models(self) -> Path:
+        return self.assist / "models.jsonl"
+
+
 def resolve_home(explicit: str | os.PathLike | None = None) -> Path:
     """The data directory's root (Home.resolve(...).root), for callers that only need the folder."""
     return Home.resolve(explicit).root

@@ -133,3 +133,51 @@ class JsonlData:
             return [self.records[(step * self.global_batch + i) % n] for i in range(self.global_batch)]
         idx = integers(self.seed, step, self.global_batch, len(self.records), purpose=PURPOSE_DATA)
         return [self.records[int(i)] for i in idx]
+
+
+# A tensor dataset (policy training) is one stored safetensors blob: 'inputs' (N, active) integer
+# feature ids and 'targets.<head>' (N, rows) integer class ids (IGNORE: no target). Examples are
+# drawn exactly as JSONL records are (sampled by (seed, step), or sequential).
+MAX_TENSOR_DATASET = 1 << 30
+
+
+class TensorData:
+    def __init__(self, store: BlobStore, cid: str, heads: dict[str, tuple[int, int]], active: int, features: int,
+                 global_batch: int, seed: int, order: str = "sampled"):
+        from safetensors import SafetensorError
+        from safetensors.numpy import load
+
+        self.global_batch, self.seed, self.order = global_batch, seed, order
+        if store.size(cid) > MAX_TENSOR_DATASET:
+            raise DatasetError(f"tensor dataset {cid} is over {MAX_TENSOR_DATASET >> 20} MiB")
+        try:
+            t = load(store.read_bytes(cid))
+        except (SafetensorError, ValueError) as e:
+            raise DatasetError(f"dataset {cid} is not a safetensors tensor dataset: {e}") from None
+        x = t.get("inputs")
+        if x is None or x.ndim != 2 or x.shape[1] != active or x.dtype.kind not in "iu" or not len(x):
+            raise DatasetError(f"dataset {cid}: 'inputs' must be integer feature ids of shape (N > 0, {active})")
+        if x.min() < -1 or x.max() >= features:
+            raise DatasetError(f"dataset {cid}: feature ids must lie in -1..{features - 1}")
+        self.inputs = x.astype(np.int64)
+        self.targets = {}
+        for name, (rows, classes) in heads.items():
+            y = t.get(f"targets.{name}")
+            if y is None or y.shape != (len(x), rows) or y.dtype.kind not in "iu":
+                raise DatasetError(f"dataset {cid}: 'targets.{name}' must be integers of shape ({len(x)}, {rows})")
+            y = y.astype(np.int64)
+            if ((y != IGNORE) & ((y < 0) | (y >= classes))).any():
+                raise DatasetError(f"dataset {cid}: 'targets.{name}' must lie in 0..{classes - 1} or {IGNORE}")
+            self.targets[name] = y
+        unknown = set(t) - {"inputs"} - {f"targets.{h}" for h in heads}
+        if unknown:
+            raise DatasetError(f"dataset {cid} holds tensors the model has no head for: {', '.join(sorted(unknown))}")
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def indices(self, step: int) -> np.ndarray:
+        n = len(self.inputs)
+        if self.order == "sequential":
+            return (step * self.global_batch + np.arange(self.global_batch)) % n
+        return integers(self.seed, step, self.global_batch, n, purpose=PURPOSE_DATA).astype(np.int64)

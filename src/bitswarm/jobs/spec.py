@@ -29,7 +29,9 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
-    kind: Literal["synthetic", "cid"] = Field(description="built-in synthetic data, or a stored JSONL blob")
+    kind: Literal["synthetic", "cid", "tensors"] = Field(
+        description="built-in synthetic data, a stored JSONL blob (llama), or a stored tensor dataset (policy: a "
+        "safetensors blob with 'inputs' and 'targets.<head>', as bitswarm.assist writes from episodes)")
     name: str | None = Field(None, description=f"synthetic dataset name: {', '.join(SYNTHETIC)}")
     cid: str | None = Field(
         None,
@@ -53,7 +55,7 @@ class DatasetSpec(_Strict):
                 raise ValueError("a synthetic dataset is always sampled; order 'sequential' is for stored JSONL")
         else:
             if self.cid is None or not is_cid(self.cid):
-                raise ValueError("kind 'cid' needs cid: sha256:<64 hex>")
+                raise ValueError(f"kind '{self.kind}' needs cid: sha256:<64 hex>")
         return self
 
 
@@ -82,7 +84,10 @@ class GRPOSpec(_Strict):
 class TrainSpec(_Strict):
     version: Literal[1] = 1
     repro_version: str = Field(REPRO_VERSION, description="version of the reproducibility contract")
-    model: str = Field(description="CID of the base model (a stored Hugging Face-format directory)")
+    model_kind: Literal["llama", "policy"] = Field(
+        "llama", description="llama: a language model (Hugging Face-format directory); policy: a repro.policy "
+        "network (an assistant's), trained by behaviour cloning on a tensor dataset")
+    model: str = Field(description="CID of the base model (a stored Hugging Face-format or policy directory)")
     dataset: DatasetSpec
     seq_len: int = Field(64, ge=2, le=8192, description="tokens per training sequence")
     steps: int = Field(ge=1, le=10_000_000, description="optimizer steps")
@@ -90,7 +95,9 @@ class TrainSpec(_Strict):
     lr: LRSpec = LRSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
     seed: int = Field(0, ge=0, lt=2**64, description="seed of the data order")
-    loss: Literal["lm", "grpo"] = Field("lm", description="next-token loss, or GRPO on a rollout dataset")
+    loss: Literal["lm", "grpo", "bc"] = Field(
+        "lm", description="next-token loss, GRPO on a rollout dataset, or bc (behaviour cloning: the policy's heads' "
+        "cross-entropy)")
     grpo: GRPOSpec = GRPOSpec()
     checkpoint_every: int = Field(10, ge=1, description="steps between checkpoints")
 
@@ -109,9 +116,13 @@ class TrainSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _grpo_needs_rollouts(self):
+    def _loss_fits_model_and_data(self):
         if self.loss == "grpo" and self.dataset.kind != "cid":
             raise ValueError("loss 'grpo' needs a rollout dataset (dataset.kind: cid)")
+        if self.model_kind == "policy" and (self.loss != "bc" or self.dataset.kind != "tensors"):
+            raise ValueError("model_kind 'policy' trains with loss 'bc' on dataset.kind 'tensors'")
+        if self.model_kind == "llama" and (self.loss == "bc" or self.dataset.kind == "tensors"):
+            raise ValueError("loss 'bc' and dataset.kind 'tensors' are for model_kind 'policy'")
         return self
 
     def to_yaml(self) -> str:

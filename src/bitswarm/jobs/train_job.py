@@ -71,6 +71,8 @@ def prepare(store: BlobStore, spec: TrainSpec, backend: str = "numba", micro_bat
         raise JobError(f"--micro-batch {mb} must divide the global batch of {spec.global_batch}")
     B = get_backend(backend)
     model_dir = store.checkout(spec.model)
+    if spec.model_kind == "policy":
+        return _prepare_policy(store, spec, B, model_dir, mb)
     cfg = LlamaConfig.from_dir(model_dir)
     if spec.seq_len > cfg.max_position_embeddings:
         raise JobError(f"seq_len {spec.seq_len} exceeds the model's context of {cfg.max_position_embeddings}")
@@ -96,6 +98,31 @@ def prepare(store: BlobStore, spec: TrainSpec, backend: str = "numba", micro_bat
 
     return Prepared(model, repro_train.TrainState(params, spec.seed), batches_for_step, hyper_from(spec), spec.seq_len, mb,
                     initial_state)
+
+
+def _prepare_policy(store: BlobStore, spec: TrainSpec, B, model_dir: Path, mb: int) -> Prepared:
+    """A repro.policy network on a tensor dataset: same loop, hashes and disputes as a Llama."""
+    from bitswarm.jobs.datasets import TensorData
+    from bitswarm.repro.policy import PolicyBatch, PolicyConfig, PolicyError, PolicyNet, load_policy_params
+
+    try:
+        cfg = PolicyConfig.from_dir(model_dir)
+    except PolicyError as e:
+        raise JobError(f"model {spec.model} is not a policy (model_kind 'policy'): {e}") from None
+    data = TensorData(store, spec.dataset.cid, {h.name: (h.rows, h.classes) for h in cfg.heads}, cfg.active,
+                      cfg.features, spec.global_batch, spec.seed, spec.dataset.order)
+
+    def batches_for_step(step: int):
+        idx = data.indices(step)
+        return [PolicyBatch(data.inputs[idx[i : i + mb]], {k: v[idx[i : i + mb]] for k, v in data.targets.items()})
+                for i in range(0, len(idx), mb)]
+
+    def initial_state() -> repro_train.TrainState:
+        return repro_train.TrainState(load_policy_params(store.checkout(spec.model), cfg), spec.seed)
+
+    params = load_policy_params(model_dir, cfg)
+    return Prepared(PolicyNet(cfg, params, B), repro_train.TrainState(params, spec.seed), batches_for_step,
+                    hyper_from(spec), spec.seq_len, mb, initial_state)
 
 
 def run_training(
@@ -173,6 +200,13 @@ def model_from_run(store: BlobStore, out: Path, label: str | None = None) -> dic
         raise JobError(f"the last checkpoint in {out} is not the state result.json reports")
     if not store.has(spec.model):
         raise JobError(f"the run's base model {spec.model} is not in the store; fetch or import it first")
+    if spec.model_kind == "policy":
+        from bitswarm.models.policy import store_trained_policy
+
+        cid = store_trained_policy(store, spec, state.params, result["final_state_hash"],
+                                   label=label or f"policy-{result['final_state_hash'][:16]}")
+        return {"model": cid, "base_model": spec.model, "dataset": spec.dataset.cid, "steps": result["steps"],
+                "final_state_hash": result["final_state_hash"], "run": str(out)}
     cid = store_trained(store, spec.model, state.params, label=label or f"trained-{result['final_state_hash'][:16]}")
     return {"model": cid, "base_model": spec.model, "steps": result["steps"],
             "final_state_hash": result["final_state_hash"], "run": str(out)}

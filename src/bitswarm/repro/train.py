@@ -176,36 +176,48 @@ def count_loss_tokens(batches: Sequence[MicroBatch]) -> int:
     return int(sum(int((mb.targets != IGNORE).sum()) for mb in batches))
 
 
-def train_step(model: Llama, state: TrainState, batches: Sequence[MicroBatch], hp: Hyper) -> dict:
-    """One optimizer step over the global batch, micro-batch by micro-batch, in order."""
+def _lm_micro_batch(model: Llama, mb: MicroBatch, inv_n: np.float32, hp: Hyper, grads: dict) -> np.ndarray:
+    """Forward and backward of one micro-batch of sequences into `grads`; each counted token's loss."""
     B = model.B
-    n = count_loss_tokens(batches)
+    logits, tape = model.forward(mb.ids, keep=True)
+    targets = mb.targets.reshape(-1).astype(np.int64)
+    counted = targets != IGNORE
+    ce = B.cross_entropy_fwd(logits, np.where(counted, targets, -1))
+    if hp.loss == "grpo":
+        logp = -ce
+        t = mb.ids.shape[1]
+        adv = np.repeat(np.asarray(mb.advantages, F32), t)
+        old = logp if mb.logp_old is None else np.asarray(mb.logp_old, F32).reshape(-1)
+        old = np.where(np.isnan(old), logp, old).astype(F32)
+        loss, dlogp = B.grpo_token_loss(logp, old, adv, counted.astype(F32), hp.clip_low, hp.clip_high)
+        g = (-dlogp) * inv_n  # d mean-loss / d ce, since ce = -logp
+        losses = loss[counted]
+    else:
+        g = np.where(counted, inv_n, F32(0)).astype(F32)
+        losses = ce[counted]
+    dlogits = B.cross_entropy_bwd(logits, np.where(counted, targets, -1), g.astype(F32))
+    model.backward(tape, dlogits, grads)
+    return losses
+
+
+def train_step(model, state: TrainState, batches: Sequence, hp: Hyper) -> dict:
+    """One optimizer step over the global batch, micro-batch by micro-batch, in order.
+
+    `model` is a Llama (batches of MicroBatch, loss per token) or any model with
+    `loss_count(batch)` and `micro_batch_loss(batch, inv_n, hp, grads)` (repro.policy)."""
+    B = model.B
+    custom = hasattr(model, "micro_batch_loss")
+    n = sum(model.loss_count(mb) for mb in batches) if custom else count_loss_tokens(batches)
     if n == 0:
         raise TrainError(f"step {state.step} has no tokens to learn from")
     inv_n = F32(1) / F32(n)
     grads = model.zero_grads()
     token_losses = []
     for mb in batches:
-        logits, tape = model.forward(mb.ids, keep=True)
-        targets = mb.targets.reshape(-1).astype(np.int64)
-        counted = targets != IGNORE
-        ce = B.cross_entropy_fwd(logits, np.where(counted, targets, -1))
-        w = np.where(counted, inv_n, F32(0)).astype(F32)
-        if hp.loss == "grpo":
-            logp = -ce
-            t = mb.ids.shape[1]
-            adv = np.repeat(np.asarray(mb.advantages, F32), t)
-            old = logp if mb.logp_old is None else np.asarray(mb.logp_old, F32).reshape(-1)
-            old = np.where(np.isnan(old), logp, old).astype(F32)
-            loss, dlogp = B.grpo_token_loss(logp, old, adv, counted.astype(F32), hp.clip_low, hp.clip_high)
-            g = (-dlogp) * inv_n  # d mean-loss / d ce, since ce = -logp
-            token_losses.append(loss[counted])
+        if custom:
+            token_losses.append(model.micro_batch_loss(mb, inv_n, hp, grads))
         else:
-            g = w
-            token_losses.append(ce[counted])
-        dlogits = B.cross_entropy_bwd(logits, np.where(counted, targets, -1), g.astype(F32))
-        model.backward(tape, dlogits, grads)
-        del tape, logits, dlogits
+            token_losses.append(_lm_micro_batch(model, mb, inv_n, hp, grads))
     grads = model.finish_grads(grads)
     names = sorted(state.params)
     norm_sq = B.global_grad_norm_sq([grads[k] for k in names])
