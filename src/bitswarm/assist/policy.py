@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bitswarm.assist.features import NEXT_NONE, cell_features
+from bitswarm.assist.features import NEXT_NONE, NEXT_REMOVE, cell_features
 from bitswarm.assist.game import REACH, Action, check_action, support_mask
 from bitswarm.repro.policy import PolicyNet
 
@@ -23,10 +23,11 @@ CONFIDENCE = 0.8
 
 
 class AssistantPolicy:
-    def __init__(self, net: PolicyNet, confidence: float = CONFIDENCE):
+    def __init__(self, net: PolicyNet, confidence: float = CONFIDENCE, imitate: bool = False):
+        """`imitate`: the behaviour-cloning baseline instead (do the human's likeliest next edit)."""
         if not 0.5 <= confidence < 1:
             raise ValueError(f"confidence must lie in [0.5, 1), got {confidence}")
-        self.net, self.confidence = net, confidence
+        self.net, self.confidence, self.imitate = net, confidence, imitate
 
     def beliefs(self, blocks: np.ndarray, cells: np.ndarray, history: Sequence[Action]) -> tuple[np.ndarray, np.ndarray]:
         """Per cell: (goal-block probabilities (k, COLORS + 1), the human's next action there (k, COLORS + 2))."""
@@ -53,6 +54,8 @@ class AssistantPolicy:
             if p[blocks[x, y, z]] < 1 - self.confidence and check_action(blocks, at, a, "assistant") is None:
                 return a
         cells, goal, human_next = cells[len(mine):], goal[len(mine):], human_next[len(mine):]
+        if self.imitate:
+            return self._imitate(cells, human_next, at)
         colour = goal[:, 1:].argmax(1) + 1
         sure = goal[np.arange(len(cells)), colour]
         racing = 1 - human_next[:, NEXT_NONE] > 0.5  # the human's likely next cell is left to the human
@@ -68,3 +71,14 @@ class AssistantPolicy:
         x, _, z = cells[idx[0]]
         dx, dz = x - at[0], z - at[1]
         return Action.move(int(np.sign(dx)), 0) if abs(dx) >= abs(dz) else Action.move(0, int(np.sign(dz)))
+
+    @staticmethod
+    def _imitate(cells: np.ndarray, human_next: np.ndarray, at: tuple[int, int]) -> Action | None:
+        """Behaviour cloning alone: place what the human would most likely place next, in reach."""
+        near = np.maximum(np.abs(cells[:, 0] - at[0]), np.abs(cells[:, 2] - at[1])) <= REACH
+        if not near.any():
+            return None
+        place = human_next[:, 1:NEXT_REMOVE]
+        i = int(np.argmax(np.where(near, place.max(1), -1)))
+        x, y, z = cells[i]
+        return Action.place(x, y, z, int(place[i].argmax()) + 1)

@@ -45,7 +45,7 @@ class Receipt:
 
 
 def load_assistant_policy(store: BlobStore, cid: str, backend: str = "numba",
-                          confidence: float = CONFIDENCE) -> AssistantPolicy:
+                          confidence: float = CONFIDENCE, imitate: bool = False) -> AssistantPolicy:
     from bitswarm.assist.features import policy_config
     from bitswarm.models.policy import PolicyModelError, load_policy
     from bitswarm.repro.backend import get_backend
@@ -54,7 +54,7 @@ def load_assistant_policy(store: BlobStore, cid: str, backend: str = "numba",
     cfg, params, _ = load_policy(store, cid)
     if cfg.features != policy_config().features or cfg.heads != policy_config().heads:
         raise PolicyModelError(f"model {cid} is a policy for another game (its inputs or heads differ)")
-    return AssistantPolicy(PolicyNet(cfg, params, get_backend(backend)), confidence)
+    return AssistantPolicy(PolicyNet(cfg, params, get_backend(backend)), confidence, imitate)
 
 
 def newest_model(home: Home) -> str | None:
@@ -73,10 +73,11 @@ def newest_model(home: Home) -> str | None:
 
 class Assistant:
     def __init__(self, model: str | None = None, *, home: Home | None = None, store: BlobStore | None = None,
-                 confidence: float = CONFIDENCE, backend: str = "numba", clock=time.monotonic):
+                 confidence: float = CONFIDENCE, imitate: bool = False, backend: str = "numba",
+                 clock=time.monotonic):
         self.home = home or Home.resolve()
         self.store = store or BlobStore(self.home.store)
-        self.confidence, self.backend, self.clock = confidence, backend, clock
+        self.confidence, self.imitate, self.backend, self.clock = confidence, imitate, backend, clock
         self.model: str | None = None
         self.policy: AssistantPolicy | None = None
         if model is not None:
@@ -89,7 +90,7 @@ class Assistant:
         self._t0 = 0.0
 
     def load(self, model: str) -> None:
-        self.policy = load_assistant_policy(self.store, model, self.backend, self.confidence)
+        self.policy = load_assistant_policy(self.store, model, self.backend, self.confidence, self.imitate)
         self.model = model
 
     def update(self) -> str | None:

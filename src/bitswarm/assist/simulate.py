@@ -17,12 +17,13 @@ from bitswarm.assist.sdk import Assistant
 def simulate(
     episodes: int, *, model: str | None = None, home=None, store=None, seed: int = 0, skill: float = 0.9,
     noise: float = 0.05, share: bool = False, alone: bool = True, confidence: float | None = None,
+    imitate: bool = False,
     on_episode: Callable[[int], None] | None = None,
 ) -> dict:
     """Play `episodes` goals (seeds seed, seed+1, ...) alone and, with a model, with the assistant."""
     if episodes < 1:
         raise ValueError("episodes must be at least 1")
-    kw = {} if confidence is None else {"confidence": confidence}
+    kw = ({} if confidence is None else {"confidence": confidence}) | {"imitate": imitate}
     recorder = Assistant(None, home=home, store=store)
     helper = Assistant(model, home=home, store=store, **kw) if model is not None else None
     alone_rows, with_rows, shared = [], [], []

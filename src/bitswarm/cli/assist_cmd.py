@@ -43,7 +43,7 @@ def simulate_cmd(
         st = state(ctx)
         progress, tick = _progress("episodes", episodes, not as_json)
         try:
-            res = simulate(episodes, model=model, home=st.paths(), store=st.store(), seed=seed, skill=skill,
+            res = simulate(episodes, model=model, home=st.paths, store=st.store(), seed=seed, skill=skill,
                            noise=noise, share=share, on_episode=tick)
         finally:
             if progress is not None:
@@ -89,7 +89,7 @@ def train_cmd(
         st = state(ctx)
         progress, tick = _progress("training", steps, not as_json)
         try:
-            res = train_assistant(st.store(), st.paths(), cids, steps=steps, global_batch=batch, lr=lr, seed=seed,
+            res = train_assistant(st.store(), st.paths, cids, steps=steps, global_batch=batch, lr=lr, seed=seed,
                                   base_model=base, threads=threads,
                                   on_step=lambda row: tick(row["step"], info=f"loss {row['loss']:.3f}"))
         finally:
@@ -115,9 +115,9 @@ def share_cmd(
 
     with reporting(as_json):
         st = state(ctx)
-        paths = files or sorted(st.paths().episodes.glob("*.json"))
+        paths = files or sorted(st.paths.episodes.glob("*.json"))
         if not paths:
-            raise UserError(f"no episodes recorded in {st.paths().episodes}; play or simulate first")
+            raise UserError(f"no episodes recorded in {st.paths.episodes}; play or simulate first")
         receipts = [share_episode(st.store(), p).to_json() for p in paths]
         if as_json:
             emit_json({"receipts": receipts})
@@ -139,11 +139,11 @@ def play_cmd(
 
     with reporting(False):
         st = state(ctx)
-        model = model or newest_model(st.paths())
-        Assistant(model, home=st.paths(), store=st.store())  # a bad model CID fails here, before serving
+        model = model or newest_model(st.paths)
+        Assistant(model, home=st.paths, store=st.store())  # a bad model CID fails here, before serving
 
         def factory():
-            return Assistant(model, home=st.paths(), store=st.store())
+            return Assistant(model, home=st.paths, store=st.store())
 
         serve(port=port, assistant=factory, seed=seed,
               on_ready=lambda url: out.print(f"the building game is at {url}\n"
