@@ -53,7 +53,7 @@ def main() -> int:
         acts = r["human_actions_with_assistant"] or r["human_actions_alone"]
         print(f"{r['arm']:<20} {acts:>14} {r['assistant_share_of_goal_blocks'] or 0:>14} "
               f"{r['assistant_wrong_blocks'] or 0:>14} {r['goal_completion_rate']:>10}")
-    print(json.dumps({"train": res, "rows": rows}))
+    print(json.dumps({"train": {k: v for k, v in res.items() if k != "episodes"}, "rows": rows}))
     return 0
 
 

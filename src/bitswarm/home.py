@@ -102,6 +102,11 @@ class Home:
     def assist_models(self) -> Path:
         return self.assist / "models.jsonl"
 
+    @property
+    def assist_shared(self) -> Path:
+        """One receipt per episode this home shared ({"cid", "size", "tx_hash", "file"}), in order."""
+        return self.assist / "shared.jsonl"
+
 
 def resolve_home(explicit: str | os.PathLike | None = None) -> Path:
     """The data directory's root (Home.resolve(...).root), for callers that only need the folder."""

@@ -19,8 +19,7 @@ def test_simulate_share_train_then_simulate_with_the_assistant(bitswarm_home):
     alone = _json("assist", "simulate", "--episodes", "3", "--share", "--json")
     assert alone["goal_completion_rate"] == 1.0 and len(alone["shared"]) == 3
     assert alone["human_actions_alone"] > 10
-    made = _json("assist", "train", *[x for c in alone["shared"] for x in ("--episodes", c)], "--steps", "3",
-                 "--batch", "32", "--json")
+    made = _json("assist", "train", "--steps", "3", "--batch", "32", "--json")  # every episode shared here
     assert made["model"].startswith("sha256:") and made["episodes"] == alone["shared"]
     assert set(made) >= {"dataset", "final_state_hash", "step_hashes_root", "examples", "run"}
     res = _json("assist", "simulate", "--episodes", "2", "--model", made["model"], "--json")
@@ -37,6 +36,8 @@ def test_errors_name_what_is_wrong(bitswarm_home, tmp_path):
     assert "not in the store" in err["error"]
     err = _json("assist", "share", "--json", code=1)
     assert "no episodes recorded" in err["error"]
+    err = _json("assist", "train", "--json", code=1)
+    assert "none shared from this home yet" in err["error"]
     (tmp_path / "e.json").write_text("{}")
     err = _json("assist", "share", str(tmp_path / "e.json"), "--json", code=1)
     assert "not an episode" in err["error"]

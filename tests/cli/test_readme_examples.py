@@ -2,7 +2,7 @@
 
 A person copies each line; where a line holds `sha256:...` (or a CID of our own model that their
 store holds under another name) they paste the CID an earlier line printed. This test does the
-same: it substitutes the CID the newest `model init`, `model import` or `swarm warm-start` printed,
+same: it substitutes the CID the newest `model init`, `model import`, `swarm warm-start` or `assist train` printed,
 runs `bitswarm devnet &` in the background until it serves, and fails on the first line that
 exits non-zero, naming it. So a README that drifts from the CLI fails.
 
@@ -100,6 +100,8 @@ def run_examples(tmp_path: Path, *, tiny: bool) -> list[tuple[str, float]]:
                     newest_model = result["cid"]
                     if imports_smollm2:
                         smollm2 = newest_model
+                if words[1:3] == ["assist", "train"]:
+                    newest_model = result["model"]
         return timings
     finally:
         if devnet is not None:

@@ -16,6 +16,7 @@ a CID the user gave out (or a job names it).
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,16 +60,8 @@ def load_assistant_policy(store: BlobStore, cid: str, backend: str = "numba",
 
 def newest_model(home: Home) -> str | None:
     """The last model `bitswarm assist train` recorded in this home, or None."""
-    try:
-        lines = home.assist_models.read_text().splitlines()
-    except FileNotFoundError:
-        return None
-    for line in reversed(lines):
-        try:
-            return json.loads(line)["model"]
-        except (ValueError, KeyError, TypeError):
-            continue  # a torn last line after a crash
-    return None
+    models = [r["model"] for r in read_lines(home.assist_models) if isinstance(r.get("model"), str)]
+    return models[-1] if models else None
 
 
 class Assistant:
@@ -156,12 +149,43 @@ class Assistant:
 
     def share(self, path: Path | None = None, ledger=None) -> Receipt:
         """Put an ended episode (the last one, or the file at `path`) into the content store."""
-        return share_episode(self.store, path or self.last_file, ledger)
+        return share_episode(self.store, path or self.last_file, ledger, home=self.home)
 
 
-def share_episode(store: BlobStore, path: Path | None, ledger=None) -> Receipt:
-    """Check an episode file and store it; the receipt names its CID and size. With `ledger` (a
-    callable taking the CID and returning a transaction hash) the CID is also announced on chain."""
+def append_line(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:  # one line per record; a torn last line is skipped on read
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_lines(path: Path) -> list[dict]:
+    """The records of a JSON-lines log, skipping a line torn by a crash."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def shared_episodes(home: Home) -> list[str]:
+    """Every episode CID this home shared, first shared first, each once."""
+    return list(dict.fromkeys(r["cid"] for r in read_lines(home.assist_shared) if isinstance(r.get("cid"), str)))
+
+
+def share_episode(store: BlobStore, path: Path | None, ledger=None, home: Home | None = None) -> Receipt:
+    """Check an episode file and store it; the receipt names its CID and size (and is logged in
+    `home`'s shared.jsonl). With `ledger` (a callable taking the CID and returning a transaction
+    hash) the CID is also announced on chain."""
     if path is None:
         raise AssistError("no ended episode to share; play one first")
     try:
@@ -173,4 +197,7 @@ def share_episode(store: BlobStore, path: Path | None, ledger=None) -> Receipt:
     except EpisodeError as e:
         raise AssistError(f"not shared: {e}") from None
     cid = store.put_bytes(data, label="assist-episode")
-    return Receipt(cid, len(data), ledger(cid) if ledger is not None else None, str(path))
+    receipt = Receipt(cid, len(data), ledger(cid) if ledger is not None else None, str(path))
+    if home is not None:
+        append_line(home.assist_shared, receipt.to_json())
+    return receipt

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from safetensors.numpy import save
 from bitswarm.assist.episode import EpisodeError, parse
 from bitswarm.assist.features import ACTIVE, cell_features, next_target, policy_config
 from bitswarm.assist.game import SIZE, support_mask
+from bitswarm.assist.sdk import append_line
 from bitswarm.errors import BitswarmError
 from bitswarm.home import Home
 from bitswarm.models.policy import dataset_metadata
@@ -116,9 +116,5 @@ def train_assistant(
               "examples": examples, "spec": spec_id, "steps": result["steps"],
               "final_state_hash": result["final_state_hash"], "step_hashes_root": result["step_hashes_root"],
               "run": str(run_dir)}
-    home.assist_models.parent.mkdir(parents=True, exist_ok=True)
-    with open(home.assist_models, "a") as f:  # one line per model; a torn last line is skipped on read
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_line(home.assist_models, record)
     return record

@@ -64,7 +64,7 @@ def simulate_cmd(
 @app.command("train")
 def train_cmd(
     ctx: typer.Context,
-    episodes: list[str] = typer.Option(..., "--episodes", help="Episode CIDs (repeat the flag, or give a file of CIDs with @FILE)."),
+    episodes: list[str] = typer.Option(None, "--episodes", help="Episode CIDs (repeat the flag, or give a file of CIDs with @FILE); default: every episode this home shared."),
     steps: int = typer.Option(300, "--steps", min=1, max=1_000_000, help="Optimizer steps."),
     batch: int = typer.Option(64, "--batch", min=1, max=65536, help="Examples (human actions) per step."),
     lr: float = typer.Option(3e-3, "--lr", min=1e-7, max=1.0, help="Peak learning rate."),
@@ -74,10 +74,11 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Train an assistant on shared episodes as a bit-exact repro job; prints {"model": CID, ...}."""
+    from bitswarm.assist.sdk import shared_episodes
     from bitswarm.assist.training import train_assistant
 
     cids = []
-    for e in episodes:
+    for e in episodes or []:
         if e.startswith("@"):
             try:
                 cids += Path(e[1:]).read_text().split()
@@ -87,6 +88,11 @@ def train_cmd(
             cids.append(e)
     with reporting(as_json):
         st = state(ctx)
+        if not episodes:
+            cids = shared_episodes(st.paths)
+            if not cids:
+                raise UserError("no episodes given and none shared from this home yet: "
+                                "`bitswarm assist simulate --share` or `bitswarm assist share` first")
         progress, tick = _progress("training", steps, not as_json)
         try:
             res = train_assistant(st.store(), st.paths, cids, steps=steps, global_batch=batch, lr=lr, seed=seed,
@@ -118,7 +124,7 @@ def share_cmd(
         paths = files or sorted(st.paths.episodes.glob("*.json"))
         if not paths:
             raise UserError(f"no episodes recorded in {st.paths.episodes}; play or simulate first")
-        receipts = [share_episode(st.store(), p).to_json() for p in paths]
+        receipts = [share_episode(st.store(), p, home=st.paths).to_json() for p in paths]
         if as_json:
             emit_json({"receipts": receipts})
         else:
