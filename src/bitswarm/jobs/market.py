@@ -90,7 +90,7 @@ def inputs(doc: dict) -> list[str]:
     """The CIDs a job reads besides its document (model, dataset)."""
     spec = doc["spec"]
     cids = [spec["model"]]
-    if spec.get("dataset", {}).get("kind") == "cid":
+    if spec.get("dataset", {}).get("kind") in ("cid", "tensors"):
         cids.append(spec["dataset"]["cid"])
     return cids
 
