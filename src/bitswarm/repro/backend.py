@@ -84,6 +84,10 @@ def get_backend(name: str) -> SimpleNamespace:
         if missing:
             raise BackendError(f"backend {name!r} lacks ops: {', '.join(missing)}")
         ns = SimpleNamespace(name=name, verifiable=True, **{op: _one_nan(op, fn) for op, fn in found.items()})
+        if name == "numba":  # not an op: W prepared for few-row x @ W.T, which its matmul takes as b
+            from bitswarm.repro.kernels.cpu.gemv import PackedWT
+
+            ns.decode_weight = PackedWT
     else:
         raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
     _cache[name] = ns

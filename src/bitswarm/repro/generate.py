@@ -96,41 +96,42 @@ def generate(
     active: list[int] = []  # requests in the batch, in the order of the cache's rows
     cache: KVCache | None = None
     last_prefill: tuple[tuple[int, ...], np.ndarray, KVCache] | None = None  # equal prompts share it
-    while waiting or active:
-        joining: list[tuple[int, KVCache]] = []
-        while waiting and len(active) + len(joining) < batch_size:
-            n = waiting.popleft()
-            key = tuple(int(t) for t in prompts[n])
-            if last_prefill is None or last_prefill[0] != key:
-                row_cache = KVCache(capacity=min(final_length(n), 2 * len(key) + 64))
-                logits, _ = model.forward(np.asarray([key], np.int64), cache=row_cache)
-                last_prefill = (key, logits[-1:].copy(), row_cache)
-            _, row_logits, row_cache = last_prefill
-            [tok] = next_tokens(model, row_logits, temperature, top_p, seed, [ids[n]], [0])
-            if not emit(n, tok):
-                joining.append((n, row_cache))
-        if joining:
-            if cache is None and len(joining) == 1:
-                [(n, cache)] = joining  # decoding alone: the prefill's own cache, not a copy,
-                active = [n]
-                last_prefill = None     # which decoding extends from here on
-            else:
-                rows = [n for n in active] + [n for n, _ in joining]
-                longest = max(len(prompts[n]) + len(results[n]) - 1 for n in rows)
-                capacity = min(max(final_length(n) for n in rows), max(2 * longest, longest + 64))
-                cache = KVCache.stack(([cache] if cache is not None else []) + [c for _, c in joining], capacity)
-                active = rows
-        if not active:
-            continue
-        last = np.asarray([[results[n][-1]] for n in active], np.int64)
-        logits, _ = model.forward(last, cache=cache)
-        toks = next_tokens(model, logits, temperature, top_p, seed, [ids[n] for n in active],
-                           [len(results[n]) for n in active])
-        staying = [r for r, (n, tok) in enumerate(zip(active, toks)) if not emit(n, tok)]
-        if len(staying) < len(active):
-            active = [active[r] for r in staying]
-            if active:
-                cache.select(staying)
-            else:
-                cache = None
+    with model.decoding():  # weights prepared for decoding, for this call only (Llama.decoding)
+        while waiting or active:
+            joining: list[tuple[int, KVCache]] = []
+            while waiting and len(active) + len(joining) < batch_size:
+                n = waiting.popleft()
+                key = tuple(int(t) for t in prompts[n])
+                if last_prefill is None or last_prefill[0] != key:
+                    row_cache = KVCache(capacity=min(final_length(n), 2 * len(key) + 64))
+                    logits, _ = model.forward(np.asarray([key], np.int64), cache=row_cache)
+                    last_prefill = (key, logits[-1:].copy(), row_cache)
+                _, row_logits, row_cache = last_prefill
+                [tok] = next_tokens(model, row_logits, temperature, top_p, seed, [ids[n]], [0])
+                if not emit(n, tok):
+                    joining.append((n, row_cache))
+            if joining:
+                if cache is None and len(joining) == 1:
+                    [(n, cache)] = joining  # decoding alone: the prefill's own cache, not a copy,
+                    active = [n]
+                    last_prefill = None     # which decoding extends from here on
+                else:
+                    rows = [n for n in active] + [n for n, _ in joining]
+                    longest = max(len(prompts[n]) + len(results[n]) - 1 for n in rows)
+                    capacity = min(max(final_length(n) for n in rows), max(2 * longest, longest + 64))
+                    cache = KVCache.stack(([cache] if cache is not None else []) + [c for _, c in joining], capacity)
+                    active = rows
+            if not active:
+                continue
+            last = np.asarray([[results[n][-1]] for n in active], np.int64)
+            logits, _ = model.forward(last, cache=cache)
+            toks = next_tokens(model, logits, temperature, top_p, seed, [ids[n] for n in active],
+                               [len(results[n]) for n in active])
+            staying = [r for r, (n, tok) in enumerate(zip(active, toks)) if not emit(n, tok)]
+            if len(staying) < len(active):
+                active = [active[r] for r in staying]
+                if active:
+                    cache.select(staying)
+                else:
+                    cache = None
     return results

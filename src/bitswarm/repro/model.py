@@ -23,6 +23,8 @@ which is one correctly rounded operation per element on every platform. Orders t
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from bitswarm.repro.config import LlamaConfig
@@ -144,11 +146,39 @@ class Llama:
         self.cfg, self.params, self.B = cfg, params, backend
         self.scale = F32(1) / np.sqrt(F32(cfg.head_dim))
         self._rope_tables: tuple[np.ndarray, np.ndarray] | None = None  # grown on demand
+        # name -> (weight, its decode form), only inside `decoding()`
+        self._decode_weights: dict[str, tuple[np.ndarray, object]] | None = None
 
     # -- helpers ------------------------------------------------------------------------
 
     def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
-        return self.B.matmul(x, self.params[name].T)
+        w = self.params[name]
+        if self._decode_weights is None:
+            return self.B.matmul(x, w.T)
+        made = self._decode_weights.get(name)
+        if made is None or made[0] is not w:
+            made = self._decode_weights[name] = (w, self.B.decode_weight(w))
+        return self.B.matmul(x, made[1])
+
+    @contextmanager
+    def decoding(self):
+        """Linear layers read weights prepared for few-row products while inside (numba: packed
+        into panels, `gemv.PackedWT`; same bits, about 2x the bandwidth); backends without
+        `decode_weight` are unchanged.
+
+        A prepared weight is a copy that does not follow in-place updates of the parameter, so it
+        lives only as long as this context (`generate` holds it for one call, during which nothing
+        trains the model) and is made again on the next entry: a stale copy cannot outlive the
+        call that made it. Copies are also keyed on the parameter array itself, so a parameter
+        replaced by another array is prepared anew. Do not update parameters inside."""
+        if getattr(self.B, "decode_weight", None) is None or self._decode_weights is not None:
+            yield  # nothing to prepare, or an outer context owns the copies
+            return
+        self._decode_weights = {}
+        try:
+            yield
+        finally:
+            self._decode_weights = None
 
     def _linear_bwd(self, dy: np.ndarray, x: np.ndarray, name: str, grads) -> np.ndarray:
         if grads is not None:
