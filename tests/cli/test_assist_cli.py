@@ -41,3 +41,27 @@ def test_errors_name_what_is_wrong(bitswarm_home, tmp_path):
     (tmp_path / "e.json").write_text("{}")
     err = _json("assist", "share", str(tmp_path / "e.json"), "--json", code=1)
     assert "not an episode" in err["error"]
+
+
+def test_play_serves_on_loopback_until_interrupted(bitswarm_home):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "bitswarm"
+    proc = subprocess.Popen([str(exe), "assist", "play", "--port", "0", "--seed", "3", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "BITSWARM_HOME": str(bitswarm_home)})
+    try:
+        ready = json.loads(proc.stdout.readline())  # printed once it listens
+        assert ready["url"].startswith("http://127.0.0.1:") and ready["model"] is None
+        with urllib.request.urlopen(ready["url"] + "api/state", timeout=10) as r:
+            assert json.load(r)["seed"] == 3
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) in (0, 130), proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -138,12 +138,13 @@ def play_cmd(
     model: str = typer.Option(None, "--model", help="Assistant model CID (default: the newest `assist train` made; none: play alone)."),
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free port)."),
     seed: int = typer.Option(None, "--seed", min=0, help="Goal seed of the first episode (default: random)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one line {\"url\", \"model\"} once serving."),
 ):
     """Serve the building game on 127.0.0.1 and print its URL; Ctrl-C stops it."""
     from bitswarm.assist.sdk import Assistant, newest_model
     from bitswarm.assist.server import serve
 
-    with reporting(False):
+    with reporting(as_json):
         st = state(ctx)
         model = model or newest_model(st.paths)
         Assistant(model, home=st.paths, store=st.store())  # a bad model CID fails here, before serving
@@ -151,7 +152,11 @@ def play_cmd(
         def factory():
             return Assistant(model, home=st.paths, store=st.store())
 
-        serve(port=port, assistant=factory, seed=seed,
-              on_ready=lambda url: out.print(f"the building game is at {url}\n"
-                                             f"assistant: {model or 'none (train one with `bitswarm assist train`)'}; "
-                                             "Ctrl-C stops", highlight=False))
+        def ready(url: str) -> None:
+            if as_json:
+                emit_json({"url": url, "model": model})
+            else:
+                out.print(f"the building game is at {url}\nassistant: "
+                          f"{model or 'none (train one with `bitswarm assist train`)'}; Ctrl-C stops", highlight=False)
+
+        serve(port=port, assistant=factory, seed=seed, on_ready=ready)
