@@ -147,6 +147,7 @@ def test_a_cheating_solver_is_challenged_loses_and_is_slashed(net):
     assert path, path
 
 
+@pytest.mark.slow  # ~60 s of the default suite's 15-minute budget; `make test-slow` runs it
 def test_kill_9_mid_training_and_mid_dispute_changes_nothing(net):
     """The cheat is killed while it trains, the verifier while it plays the dispute; both restart
     from their databases and run directories, and the cheat still loses what it staked."""
