@@ -4,11 +4,15 @@ home's store, a published record with right and wrong answers, and `swarm join` 
 from __future__ import annotations
 
 import json
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner, Result
 
+from bitswarm import peer_key
 from bitswarm.cli.main import app
 from bitswarm.jobs.tasks import TaskMix
 from bitswarm.swarm.records import Rollout, RolloutRecord, encode_signed, public_key_hex
@@ -18,6 +22,21 @@ runner = CliRunner()
 
 # The smallest round the CLI runs: one tiny task, two 4-token completions (seconds on a laptop).
 TINY_ROUND = ["--local", "1", "--external", "1", "--group-size", "2", "--max-new-tokens", "4", "--tasks", "tiny"]
+
+
+def live_p2pd(marker: str) -> set[int]:
+    """Live (not zombie) p2pd processes started with BITSWARM_TEST_RUN=marker in their environment."""
+    out = subprocess.run(["pgrep", "-f", "p2pd"], check=False, capture_output=True, text=True).stdout.split()
+    pids = set()
+    for pid in map(int, out):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+        except (OSError, IndexError):
+            continue  # gone already
+        if state != "Z" and f"BITSWARM_TEST_RUN={marker}".encode() in env:
+            pids.add(pid)
+    return pids
 
 
 def invoke(args: list[str], env: dict | None = None) -> Result:
@@ -58,8 +77,6 @@ def memory_join(monkeypatch) -> MemoryHub:
     hub = MemoryHub()
 
     class MemoryJoin(MemoryTransport):
-        peer_id = "12D3KooWmemory"
-
         def __init__(self, key, initial_peers=(), host_maddrs=()):
             super().__init__(hub, key)
 
@@ -67,10 +84,27 @@ def memory_join(monkeypatch) -> MemoryHub:
             return ["/memory"]
 
     monkeypatch.setattr(ht, "HivemindTransport", MemoryJoin)
-    host = Ed25519PrivateKey.generate()
+    host = HOST_KEY
     for r in range(4):
         hub.put(public_key_hex(host), r, 0, answer_record(host, r, groups=1, seq=r))
     return hub
 
 
 JOIN = ["swarm", "join", "--bootstrap", "/memory", "--rounds", "1", *TINY_ROUND]
+
+# The host of the memory swarm: its records are on the hub; `host_manifest` puts up its manifest.
+HOST_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+HOST_BOOTSTRAP = f"/ip4/127.0.0.1/tcp/9/p2p/{peer_key.peer_id(HOST_KEY)}"
+
+
+def host_manifest(hub: MemoryHub, model: str, round_seconds: float = 3600.0, **settings) -> bytes:
+    """Publish HOST_KEY's manifest on `hub`: `model`, the tiny task and TINY_ROUND's settings
+    (overridden by `settings`), round 0 beginning now; returns the signed bytes."""
+    from bitswarm.swarm import manifest
+    from bitswarm.swarm.peer import PeerSettings
+
+    ps = PeerSettings(**{"local": 1, "external": 1, "group_size": 2, "max_new_tokens": 4, **settings})
+    man = manifest.build(HOST_KEY, model, TaskMix(["tiny_sum"]), ps, manifest.Schedule(time.time(), round_seconds), [])
+    blob = manifest.encode_signed(man, HOST_KEY)
+    hub.manifests[peer_key.peer_id(HOST_KEY)] = blob
+    return blob

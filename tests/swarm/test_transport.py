@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import socket
 import stat
-import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -35,6 +33,8 @@ from bitswarm.swarm.transport import (
     Transport,
     TransportError,
 )
+
+from .support import live_p2pd
 
 
 def signed(priv: Ed25519PrivateKey, round: int, seq: int = 0) -> bytes:
@@ -172,21 +172,6 @@ def test_start_failure_diagnosis(message, kind, hint):
 # ---------------------------------------------------------------- hivemind on loopback
 
 
-def live_p2pd(marker: str) -> set[int]:
-    """Live (not zombie) p2pd processes started from this test run, found with pgrep."""
-    out = subprocess.run(["pgrep", "-f", "p2pd"], check=False, capture_output=True, text=True).stdout.split()
-    pids = set()
-    for pid in map(int, out):
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            env = Path(f"/proc/{pid}/environ").read_bytes()
-        except (OSError, IndexError):
-            continue  # gone already
-        if state != "Z" and f"BITSWARM_TEST_RUN={marker}".encode() in env:
-            pids.add(pid)
-    return pids
-
-
 @pytest.fixture
 def no_leaked_daemons(monkeypatch):
     """Tag daemons started in the test via their environment, and check none outlive it."""
@@ -303,3 +288,32 @@ def test_silent_bootstrap_times_out_with_a_diagnosis(no_leaked_daemons):
     e = info.value
     assert e.kind == "daemon_start" and "within 2 s" in e.problem and boot in e.problem
     assert "silently drops packets" in e.diagnosis
+
+
+@pytest.mark.network
+def test_a_hosts_manifest_is_read_by_its_peer_id_and_cannot_be_forged(pair):
+    from bitswarm.jobs.tasks import TaskMix
+    from bitswarm.swarm import manifest
+    from bitswarm.swarm.peer import PeerSettings
+
+    (ka, a), (kb, b) = pair
+
+    def man(key) -> bytes:
+        m = manifest.build(key, "sha256:" + "ab" * 32, TaskMix(["tiny_sum"]), PeerSettings(),
+                           manifest.Schedule(1000.0, 60.0), [])
+        return manifest.encode_signed(m, key)
+
+    assert b.manifest(a.peer_id) is None
+    assert a.publish_manifest(man(ka))
+    deadline = time.monotonic() + 10
+    while (got := b.manifest(a.peer_id)) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert got == man(ka) and manifest.decode_verified(got, host=a.peer_key).host == a.peer_key
+    # a cannot speak for b: its own manifest under b's subkey, or junk under its own, is refused by every node.
+    key = manifest.MANIFEST_KEY.format(peer_id=b.peer_id)
+    expires = a._get_dht_time() + 60
+    assert not a._dht.store(key, man(ka), expires, subkey=manifest.SUBKEY_PREFIX + b.peer_key)
+    assert not a._dht.store(key, b"junk", expires, subkey=manifest.SUBKEY_PREFIX + a.peer_key)
+    assert b.manifest(b.peer_id) is None
+    with pytest.raises(manifest.ManifestError, match="not by the host"):
+        a.publish_manifest(man(kb))

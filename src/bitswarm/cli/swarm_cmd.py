@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import time
 from pathlib import Path
 
 import typer
@@ -77,12 +80,80 @@ def _say_state(opened, at_round: int, rounds: int) -> None:
     err.print(line, highlight=False, soft_wrap=True, markup=False)
 
 
-def _print_bootstrap(swarm) -> None:
-    if swarm.transport == "hivemind":
-        first = next(iter(swarm.peers.values()))
-        maddrs = " ".join(f"--bootstrap {m}" for m in first.transport.visible_maddrs())
-        err.print(f"[dim]another machine joins with: bitswarm swarm join {maddrs} --model {swarm.model}[/]",
+def _is_loopback(maddr: str) -> bool:
+    parts = maddr.split("/")
+    return len(parts) > 2 and ((parts[1] == "ip4" and parts[2].startswith("127.")) or (parts[1] == "ip6" and parts[2] == "::1"))
+
+
+def _print_bootstrap(maddrs: list[str]) -> None:
+    """The join line, and whether another machine can use it: the non-loopback addresses are named."""
+    boots = " ".join(f"--bootstrap {m}" for m in maddrs)
+    err.print(f"[dim]another machine joins with: bitswarm swarm join {boots}[/]", highlight=False, soft_wrap=True)
+    public = [m for m in maddrs if not _is_loopback(m)]
+    if public:
+        err.print(f"[dim]listening beyond this machine on {' '.join(public)}[/]", highlight=False, soft_wrap=True)
+    else:
+        err.print("[dim]listening on loopback only: for other machines pass --listen /ip4/0.0.0.0/tcp/PORT[/]",
                   highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGTERM ends the command as Ctrl-C does: a KeyboardInterrupt in the main thread, so every
+    `finally` runs and the p2p daemons are shut down (a default SIGTERM would orphan them)."""
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _node_key(st):
+    from bitswarm.node import identity
+
+    return identity.peer_private_key(st.home)
+
+
+def _serve_model(store, key, model: str, listen: str):
+    """A blob exchange serving the swarm's model to joiners (node's libp2p key, --listen's host)."""
+    from bitswarm.node.exchange import BlobExchange
+    from bitswarm.swarm.runner import any_port
+    from bitswarm.swarm.transport import TransportError
+
+    try:
+        exchange = BlobExchange(store, identity=key, listen=[any_port(listen)]).start()
+    except TransportError as exc:
+        raise UserError(f"could not start serving the model to joiners: {exc}") from None
+    exchange.announce(model)
+    return exchange
+
+
+def _fetch_model(store, key, manifest, listen: str, show: bool) -> None:
+    """The swarm's model from the host's blob exchange, checked against its CID on arrival."""
+    from bitswarm.node.exchange import BlobExchange, ExchangeError
+    from bitswarm.swarm.runner import any_port
+    from bitswarm.swarm.transport import TransportError
+
+    if store.has(manifest.model):
+        return
+    how = (f"copy it by hand instead: `bitswarm store get {manifest.model} --out DIR` on the host, "
+           f"`bitswarm store put DIR` here")
+    if not manifest.model_sources:
+        raise UserError(f"the swarm's model {manifest.model} is not in this store and the host serves it from "
+                        f"nowhere; {how}")
+    with stages(show) as stage:
+        stage(f"fetching the swarm's model {manifest.model} from the host")
+        try:
+            # Bootstrapped from the host's exchange, so its daemon is connected before the stream opens.
+            with BlobExchange(store, identity=key, listen=[any_port(listen)],
+                              bootstrap=manifest.model_sources).start() as exchange:
+                exchange.fetch(manifest.model, sources=manifest.model_sources)
+        except (ExchangeError, TransportError) as exc:
+            raise UserError(f"could not fetch the swarm's model {manifest.model} from "
+                            f"{' '.join(manifest.model_sources)}: {exc}; {how}") from None
 
 
 # Options shared by `run` and `join`, in one place so they cannot drift apart.
@@ -129,12 +200,22 @@ def run(
     adversary: list[str] = typer.Option(
         [], "--adversary", help="PEER:NAME makes peer PEER (peer-0, peer-1, …) cheat: inflate (claims reward 1.0) or "
         "oversized (publishes one group padded to 64 completions). Repeatable.", show_default=False),
+    listen: str = typer.Option("/ip4/127.0.0.1/tcp/0", "--listen", help="hivemind: the multiaddr the first peer "
+                               "listens on, which joiners bootstrap from (loopback by default; e.g. "
+                               "/ip4/0.0.0.0/tcp/31337 to be joined from other machines)."),
+    round_seconds: float = typer.Option(60.0, "--round-seconds", min=0.1, help="hivemind: a round's slot. Round r "
+                                        "starts r slots after round 0, so a joiner reads the current round from "
+                                        "its clock; a swarm that falls behind skips to the current slot."),
     as_json: bool = _C["as_json"],
 ):
-    """Run a swarm of --peers peers on this machine for --rounds SAPO rounds."""
+    """Run a swarm of --peers peers on this machine for --rounds SAPO rounds.
+
+    Over hivemind the first peer runs as this node (its identity's peer key; the others' keys
+    derive from it), serves the model, and publishes the swarm's manifest (model, tasks,
+    settings, round schedule), so `bitswarm swarm join --bootstrap MADDR` needs nothing else."""
     from bitswarm.swarm import state as swarm_state
     from bitswarm.swarm.adversary import AdversaryError, parse_assignments
-    from bitswarm.swarm.runner import peer_names, run_swarm
+    from bitswarm.swarm.runner import node_peer_keys, peer_names, run_swarm
     from bitswarm.swarm.transport import TransportError
 
     with reporting(as_json):
@@ -149,19 +230,47 @@ def run(
             raise UserError(str(exc)) from None
         store = st.store()
         _require_model(store, model)
+        extra = {}
+        host = exchange = None
+        if transport == "hivemind":
+            from bitswarm.swarm.records import public_key_hex
+
+            host = _node_key(st)
+            extra["node"] = public_key_hex(host)  # its peers' keys derive from it
         defn = swarm_state.definition("run", model, mix, settings, peers=peers, transport=transport,
-                                      adversaries={name: adv.name for name, adv in adversaries.items()})
+                                      adversaries={name: adv.name for name, adv in adversaries.items()}, **extra)
         opened = _open_state(st, "run", defn, workdir)
         started_at = []
+        announce = []
 
         def on_start(swarm) -> None:
             started_at.append(swarm.round)
             _say_state(opened, swarm.round, rounds)
-            _print_bootstrap(swarm)
+            if host is not None:
+                from bitswarm.swarm import manifest
+
+                man = manifest.build(host, model, mix, settings, swarm.schedule, exchange.maddrs[:8])
+                announce.append(manifest.encode_signed(man, host))
+                publish(swarm)
+                _print_bootstrap(next(iter(swarm.peers.values())).transport.visible_maddrs())
+
+        def publish(swarm) -> None:  # each round: the DHT forgets it after expiration_s
+            if announce and not next(iter(swarm.peers.values())).transport.publish_manifest(announce[0]):
+                err.print("[yellow]no DHT node took the swarm's manifest; joiners cannot find it yet[/]")
 
         try:
-            summary = run_swarm(store, model, opened.dir, peers, rounds, mix, settings, transport,
-                                on_report=_print_round, on_start=on_start, adversaries=adversaries)
+            with _signals_interrupt():
+                if host is not None:
+                    exchange = _serve_model(store, host, model, listen)
+                try:
+                    summary = run_swarm(
+                        store, model, opened.dir, peers, rounds, mix, settings, transport, on_report=_print_round,
+                        on_start=on_start, adversaries=adversaries,
+                        keys=node_peer_keys(host, "peer-0") if host is not None else None, listen=listen,
+                        round_seconds=round_seconds if host is not None else None, before_round=publish)
+                finally:
+                    if exchange is not None:
+                        exchange.close()
         except TransportError as exc:
             raise UserError(str(exc)) from None
         summary["state"] = opened.as_json(started_at[0])
@@ -178,44 +287,94 @@ def run(
                       f"{summary['claims_refuted'] or 'none'}", highlight=False)
 
 
+# `join` takes the swarm's model, tasks and settings from its manifest: its options default to
+# "not given", so a value the user did give can be checked against the swarm's.
+def _unset(help_: str, flag: str, **kw):
+    return typer.Option(None, flag, help=help_ + " Default: the swarm's.", show_default=False, **kw)
+
+
+def _host_ids(bootstrap: list[str]) -> list[str]:
+    """The peer ids in the bootstrap multiaddrs (`…/p2p/<id>`), in order, each once."""
+    ids = [m.rstrip("/").rsplit("/p2p/", 1)[1] for m in bootstrap if "/p2p/" in m]
+    return list(dict.fromkeys(ids))
+
+
+# How long a joiner asks the DHT for the host's manifest before it concludes there is none.
+MANIFEST_WAIT_S = 5.0
+
+
+def _read_manifest(transport, bootstrap: list[str]):
+    """The first bootstrap peer's manifest that verifies against its peer id, or None.
+
+    A DHT read just after joining may miss a value that is there, so each peer is asked again
+    for a few seconds. A manifest that fails its checks is refused outright: it names the
+    host's key, so only the host (or a broken DHT node) can have put it there."""
+    import base58
+
+    from bitswarm.swarm import manifest as swarm_manifest
+    from bitswarm.swarm.p2p_diagnosis import public_key_of_peer_id
+
+    ids = _host_ids(bootstrap)
+    deadline = time.monotonic() + MANIFEST_WAIT_S
+    while ids:
+        for pid in ids:
+            blob = transport.manifest(pid)
+            if blob is None:
+                continue
+            key = public_key_of_peer_id(base58.b58decode(pid))
+            try:
+                return pid, swarm_manifest.decode_verified(blob, host=key.hex() if key else None)
+            except swarm_manifest.ManifestError as exc:
+                raise UserError(f"the swarm manifest of {pid} is not valid ({exc}); ask its host to restart, "
+                                "or bootstrap from another host") from None
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return None, None
+
+
 @app.command()
 def join(
     ctx: typer.Context,
-    bootstrap: list[str] = typer.Option(..., "--bootstrap", help="Multiaddr of a peer already in the swarm, e.g. /ip4/1.2.3.4/tcp/31337/p2p/12D3KooW… (repeatable)."),
-    model: str = _C["model"],
-    rounds: int = _C["rounds"],
-    start_round: int = typer.Option(0, "--start-round", min=0, help="The swarm's current round (rounds are keys on the DHT)."),
-    local: int = _C["local"],
-    external: int = _C["external"],
-    tasks: str = _C["tasks"],
-    group_size: int = _C["group_size"],
-    max_new_tokens: int = _C["max_new_tokens"],
-    temperature: float = _C["temperature"],
-    lr: float = _C["lr"],
-    backend: str = _C["backend"],
-    task_seed: int = _C["task_seed"],
+    bootstrap: list[str] = typer.Option(..., "--bootstrap", help="Multiaddr of the swarm's host, as `bitswarm swarm run` prints it, e.g. /ip4/1.2.3.4/tcp/31337/p2p/12D3KooW… (repeatable). The model, tasks, settings and round come from the host's manifest."),
+    model: str = _unset("CID of the base policy; if given, it must be the swarm's (the model is fetched from the host).", "--model"),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="Rounds to run, from the swarm's current round (or from --start-round). A rerun of the same swarm resumes this peer's state."),
+    start_round: int = typer.Option(None, "--start-round", min=0, help="Start at this round instead of the swarm's current one (needed only with a host that publishes no manifest).", show_default=False),
+    local: int = _unset("I: local rollout groups per round.", "--local"),
+    external: int = _unset("J: external groups taken from the swarm per round (this peer's own choice).", "--external", min=0),
+    tasks: str = _unset("A preset or comma-separated task names; if given, they must be the swarm's.", "--tasks"),
+    group_size: int = _unset("Completions per task.", "--group-size", min=2),
+    max_new_tokens: int = _unset("Completion length limit.", "--max-new-tokens", min=1),
+    temperature: float = _unset("Sampling temperature.", "--temperature", min=0.0),
+    lr: float = _unset("GRPO learning rate (this peer's own choice).", "--lr", min=0.0),
+    backend: str = _unset("repro or native.", "--backend"),
+    task_seed: int = _unset("Dataset seed the swarm shares.", "--task-seed", min=0),
     listen: str = typer.Option("/ip4/0.0.0.0/tcp/0", "--listen", help="Multiaddr this peer listens on."),
     ledger: bool = typer.Option(False, "--ledger", help="Record each round on the chain's SwarmCoordinator (needs ETH for gas and `bitswarm node register --roles swarm --stake N`: each round locks the contract's swarm stake until its refutation window closes). A refused submission stops the command with the chain's reason."),
     as_json: bool = _C["as_json"],
 ):
-    """Join an existing swarm over libp2p as this node (its identity's peer key) and train with it."""
-    from bitswarm import peer_key
-    from bitswarm.node import identity
+    """Join a swarm over libp2p as this node (its identity's peer key) and train with it.
+
+    Only --bootstrap is needed: the host's signed manifest gives the model (fetched from the
+    host), tasks, settings and round schedule. Options given as well must agree with it."""
     from bitswarm.swarm import state as swarm_state
     from bitswarm.swarm.coordinator import SubmissionError
     from bitswarm.swarm.hivemind_transport import HivemindTransport
-    from bitswarm.swarm.peer import SwarmPeer
+    from bitswarm.swarm.manifest import PEER_OWN, mismatches
+    from bitswarm.swarm.peer import PeerSettings, SwarmPeer
     from bitswarm.swarm.records import public_key_hex
     from bitswarm.swarm.transport import TransportError
 
-    with reporting(as_json):
+    asked = {"local": local, "external": external, "group_size": group_size, "max_new_tokens": max_new_tokens,
+             "temperature": temperature, "lr": lr, "backend": backend, "task_seed": task_seed}
+    given = {k: v for k, v in asked.items() if v is not None}
+    with reporting(as_json), _signals_interrupt():
         st = state(ctx)
-        settings = _settings(local, external, group_size, max_new_tokens, temperature, lr, backend, task_seed)
-        mix = _mix(tasks)
+        mix = _mix(tasks) if tasks is not None else None
+        defaults = {name: _C[name].default for name in asked}  # `swarm run`'s, for a swarm without a manifest
+        settings = _settings(**{**defaults, **given})  # checks the given values, in words
         store = st.store()
-        _require_model(store, model)
-        ident = identity.load(st.home)
-        key = peer_key.decode_private(ident.peer_file.read_bytes())
+        key = _node_key(st)
         coordinator = lg = None
         if ledger:
             from bitswarm.cli.ledger_cmd import connect
@@ -228,9 +387,6 @@ def join(
                 coordinator.check_ready()
             except LedgerError as exc:
                 raise UserError(str(exc)) from None
-        # The peer's own key is part of the swarm: a new identity in this home is a new peer.
-        defn = swarm_state.definition("join", model, mix, settings, peer=public_key_hex(key))
-        opened = _open_state(st, "join", defn, None)
         with stages(not as_json) as stage:
             stage("starting the p2p daemon and reaching the bootstrap peers")
             try:
@@ -239,18 +395,49 @@ def join(
                 raise UserError(str(exc)) from None
         reports = []
         try:
+            host, man = _read_manifest(transport, bootstrap)
+            schedule = None
+            if man is not None:
+                differ = mismatches(man, model, mix, given)
+                if differ:
+                    raise UserError(f"this swarm (host {host}) does not match what you asked for: {'; '.join(differ)}. "
+                                    "Leave those options out to take the swarm's, or join another swarm")
+                model, mix = man.model, man.task_mix()
+                settings = PeerSettings(**{**man.settings.model_dump(), **{k: given[k] for k in PEER_OWN if k in given}})
+                schedule = man.schedule
+                _fetch_model(store, key, man, listen, not as_json)
+            elif model is None:
+                raise UserError(f"no swarm manifest from {' or '.join(_host_ids(bootstrap)) or 'the bootstrap peers'}: "
+                                "bootstrap from the host that printed the join line (`bitswarm swarm run --transport "
+                                "hivemind`), or give --model, --tasks and --start-round to join without one")
+            else:
+                err.print("[yellow]the bootstrap peers publish no swarm manifest: using your --model, --tasks and "
+                          "settings, and rounds from --start-round[/]", highlight=False)
+                mix = mix or _mix("default")
+                _require_model(store, model)
+            # The peer's own key is part of the swarm: a new identity in this home is a new peer.
+            defn = swarm_state.definition("join", model, mix, settings, peer=public_key_hex(key))
+            opened = _open_state(st, "join", defn, None)
             err.print(f"[dim]joined as {transport.peer_id}; others can bootstrap from "
                       f"{' '.join(transport.visible_maddrs())}[/]")
-            peer = SwarmPeer(ident.peer_id[-8:], store, opened.dir, model, transport, mix, key, settings,
-                             coordinator)
-            peer.next_round = max(peer.next_round, start_round)
+            peer = SwarmPeer(transport.peer_id[-8:], store, opened.dir, model, transport, mix, key, settings, coordinator)
+            if start_round is not None or schedule is None:  # rounds by number: reach start + rounds, unpaced
+                schedule = None
+                peer.next_round = max(peer.next_round, start_round or 0)
+                end = (start_round or 0) + rounds
+            else:  # the swarm's schedule: --rounds rounds from its current round on, each in its slot
+                peer.next_round = max(peer.next_round, schedule.current())
+                end = peer.next_round + rounds
             from_round = peer.next_round
             if coordinator is not None:
                 # The round this peer runs now is the chain's current round (a resumed peer may be
                 # past --start-round: mapping from --start-round would aim every claim at a future round).
                 coordinator.round_offset = lg.swarm_round() - peer.next_round
-            _say_state(opened, from_round, start_round + rounds)
-            while peer.next_round < start_round + rounds:
+            _say_state(opened, from_round, end)
+            while (peer.next_round < end) if schedule is None else (len(reports) < rounds):
+                if schedule is not None:  # each round in its slot; a peer that fell behind skips to the current one
+                    peer.next_round = max(peer.next_round, schedule.current())
+                    schedule.wait_for(peer.next_round)
                 report = peer.run_round()
                 _print_round(report)
                 reports.append(report)
@@ -263,8 +450,11 @@ def join(
         result = {
             "peer_id": transport.peer_id, "rounds": [r["round"] for r in reports],
             "rewards": [r["reward"] for r in reports], "model": peer.model,
+            "swarm": {"host": host, "base_model": model, "tasks": list(mix.names),
+                      "round_seconds": man.round_seconds if man is not None else None},
             "rollouts_shared": sum(r["rollouts_shared"] for r in reports),
             "external_groups_used": sum(r["external_groups"] for r in reports),
+            "external_groups_seen": sum(r["external_available"] for r in reports),  # informative or not
             "dropped": dict(peer.filter.dropped),
             "submitted": sum(1 for r in reports if r.get("submitted")),
             # Trained after the chain's round had moved on (no barrier): not submitted, not an error.

@@ -379,7 +379,7 @@ class Stream:
 
 def _dial_addrs(peer: str, maddrs: Sequence[str]) -> list[Any]:
     """The daemon dials addresses without the trailing /p2p/<peer> (the peer id goes alongside)."""
-    from multiaddr import Multiaddr
+    from hivemind.utils.multiaddr import Multiaddr  # hivemind vendors it; the PyPI multiaddr is not installed
 
     suffix = f"/p2p/{peer}"
     return [Multiaddr(m[: -len(suffix)] if m.endswith(suffix) else m) for m in maddrs]

@@ -21,6 +21,7 @@ from typing import Any, Self
 import base58
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bitswarm.swarm import manifest
 from bitswarm.swarm.hivemind_import import import_dht_parts, import_hivemind
 from bitswarm.swarm.p2p_diagnosis import (
     check_bootstrap_maddr,
@@ -44,6 +45,7 @@ ROUND_KEY = "bitswarm/rollouts/{round}"
 # (RecordFilter), so this only bounds what a peer can make every other peer download.
 MAX_PUBLISHES_PER_ROUND = 64
 _SUBKEY = re.compile(r"^([0-9a-f]{64}):(\d{1,6})$")
+_MANIFEST_SUBKEY = re.compile(r"^manifest:([0-9a-f]{64})$")
 
 
 def _signed_record_validator(max_bytes: int) -> Any:
@@ -54,6 +56,11 @@ def _signed_record_validator(max_bytes: int) -> Any:
     store, and drops from answers, any value that is not a dictionary entry "<key hex>:<n>"
     (n < MAX_PUBLISHES_PER_ROUND) holding a record signed by that key. This makes the DHT
     single-purpose: do not run other hivemind features on it.
+
+    The one other shape it admits is a swarm manifest: subkey "manifest:<key hex>" holding a
+    manifest signed by that key. Keys reach a validator hashed, so a manifest could sit under a
+    round key and a record under a manifest key; readers look only for their own shape, and a
+    joiner reads only the manifest whose key is its bootstrap peer's.
     """
     from hivemind.dht.validation import DHTRecord, RecordValidatorBase
     from hivemind.utils.serializer import MSGPackSerializer
@@ -65,8 +72,17 @@ def _signed_record_validator(max_bytes: int) -> Any:
                 blob = MSGPackSerializer.loads(record.value)
             except Exception:  # noqa: BLE001  (any undecodable value is just invalid)
                 return False
+            if not isinstance(blob, bytes):
+                return False
+            host = _MANIFEST_SUBKEY.match(subkey) if isinstance(subkey, str) else None
+            if host is not None:
+                try:
+                    manifest.decode_verified(blob, host=host.group(1))
+                    return True
+                except manifest.ManifestError:
+                    return False
             m = _SUBKEY.match(subkey) if isinstance(subkey, str) else None
-            if m is None or int(m.group(2)) >= MAX_PUBLISHES_PER_ROUND or not isinstance(blob, bytes):
+            if m is None or int(m.group(2)) >= MAX_PUBLISHES_PER_ROUND:
                 return False
             try:
                 return decode_verified(blob, max_bytes=max_bytes).peer == m.group(1)
@@ -339,6 +355,30 @@ class HivemindTransport:
             if m and m.group(1) != self.peer_key and isinstance(item.value, bytes):
                 blobs.append(item.value)
         return blobs
+
+    def publish_manifest(self, blob: bytes) -> bool:
+        """Put this host's signed manifest up under bitswarm/swarm/<our peer id>, for
+        `expiration_s` (the host re-publishes it every round). False if no DHT node took it."""
+        manifest.decode_verified(bytes(blob), host=self.peer_key)  # what every node would refuse
+        with self._lock:
+            return bool(self._call(
+                self._dht.store, key=manifest.MANIFEST_KEY.format(peer_id=self.peer_id),
+                subkey=manifest.SUBKEY_PREFIX + self.peer_key, value=bytes(blob),
+                expiration_time=self._get_dht_time() + self.expiration_s,
+            ))
+
+    def manifest(self, peer_id: str) -> bytes | None:
+        """The manifest the host `peer_id` published, still to be checked (decode_verified
+        with its key), or None when it published none that reached us."""
+        key = public_key_of_peer_id(base58.b58decode(peer_id))
+        if key is None:
+            return None
+        with self._lock:
+            found = self._call(self._dht.get, manifest.MANIFEST_KEY.format(peer_id=peer_id), latest=True)
+        if found is None or not isinstance(found.value, dict):
+            return None
+        item = found.value.get(manifest.SUBKEY_PREFIX + key.hex())
+        return item.value if item is not None and isinstance(item.value, bytes) else None
 
     def close(self) -> None:
         dht, self._dht = self._dht, None

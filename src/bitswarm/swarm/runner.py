@@ -5,6 +5,11 @@ peer uses whatever the others have published so far (this round's earlier peers,
 previous round of the later ones). Peers can join and leave between rounds; a peer that comes
 back resumes from its saved state. Peers named in `adversaries` cheat the way their
 adversary says (swarm.adversary); the summary shows how each cheat was caught.
+
+Over hivemind the swarm can be joined from other machines: its rounds then follow a
+`manifest.Schedule` (a round starts no earlier than its slot, and a swarm that fell behind skips
+to the current slot), so a joiner computes the round from its clock; the first peer listens on
+`listen` (the address joiners bootstrap from) and the others on the same host, any port.
 """
 
 from __future__ import annotations
@@ -21,14 +26,41 @@ from bitswarm.store import BlobStore
 from bitswarm.swarm import claims
 from bitswarm.swarm.adversary import SwarmAdversary
 from bitswarm.swarm.coordinator import Coordinator, LocalCoordinator
+from bitswarm.swarm.manifest import Schedule
 from bitswarm.swarm.peer import PeerSettings, SwarmPeer
 from bitswarm.jobs.tasks import TaskMix
 from bitswarm.swarm.transport import MemoryHub, MemoryTransport
 
 
 def peer_key(swarm_seed: int, name: str) -> Ed25519PrivateKey:
-    """A simulated peer's key, derived from the swarm seed and its name so a rejoin keeps it."""
+    """A simulated peer's key, derived from the swarm seed and its name so a rejoin keeps it.
+    Anyone can derive it: for peers in memory only (over libp2p see node_peer_keys)."""
     return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"bitswarm-sim/{swarm_seed}/{name}".encode()).digest())
+
+
+def node_peer_keys(node_key: Ed25519PrivateKey, first: str) -> Callable[[str], Ed25519PrivateKey]:
+    """Keys for a node's simulated peers on libp2p: peer `first` is the node's own key (its
+    libp2p identity, the peer id joiners bootstrap from); every other peer's key is derived from
+    the node's private key and the peer's name, so only this node can sign as its peers."""
+    from cryptography.hazmat.primitives import serialization
+
+    seed = node_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                  serialization.NoEncryption())
+
+    def key(name: str) -> Ed25519PrivateKey:
+        if name == first:
+            return node_key
+        return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"bitswarm-node-peer/" + seed + name.encode()).digest())
+
+    return key
+
+
+def any_port(maddr: str) -> str:
+    """The same host as `maddr`, any free TCP port (for the peers after the first)."""
+    parts = maddr.split("/")
+    if "tcp" in parts and parts.index("tcp") + 1 < len(parts):
+        parts[parts.index("tcp") + 1] = "0"
+    return "/".join(parts)
 
 
 @dataclass
@@ -45,6 +77,9 @@ class LocalSwarm:
     hub: MemoryHub = field(default_factory=MemoryHub)
     left: dict[str, SwarmPeer] = field(default_factory=dict)  # peers that left, kept for the summary
     adversaries: dict[str, SwarmAdversary] = field(default_factory=dict)
+    keys: Callable[[str], Ed25519PrivateKey] | None = None  # name -> key; default: peer_key(swarm_seed, name)
+    listen: str = "/ip4/127.0.0.1/tcp/0"  # hivemind: the first peer's listen address
+    schedule: Schedule | None = None  # hivemind joinable from elsewhere: when each round starts
     round: int = 0
     seconds: float = 0.0
 
@@ -60,7 +95,7 @@ class LocalSwarm:
     def add_peer(self, name: str) -> SwarmPeer:
         if name in self.peers:
             raise ValueError(f"peer {name} is already in the swarm")
-        key = peer_key(self.swarm_seed, name)
+        key = self.keys(name) if self.keys is not None else peer_key(self.swarm_seed, name)
         transport = self._transport(key)
         peer = SwarmPeer(name, self.store, Path(self.workdir) / name, self.model, transport, self.mix, key,
                          self.settings, self.coordinator, adversary=self.adversaries.get(name))
@@ -80,8 +115,9 @@ class LocalSwarm:
         from bitswarm.swarm.hivemind_transport import HivemindTransport
 
         first = next(iter(self.peers.values()), None)
-        bootstrap = first.transport.visible_maddrs() if first is not None else []
-        return HivemindTransport(key, initial_peers=bootstrap)
+        if first is None:
+            return HivemindTransport(key, host_maddrs=[self.listen])
+        return HivemindTransport(key, initial_peers=first.transport.visible_maddrs(), host_maddrs=[any_port(self.listen)])
 
     def run_round(self, on_report: Callable[[dict], None] | None = None) -> list[dict]:
         start = time.perf_counter()
@@ -155,17 +191,33 @@ def run_swarm(
     on_report: Callable[[dict], None] | None = None,
     on_start: Callable[[LocalSwarm], None] | None = None,
     adversaries: dict[str, SwarmAdversary] | None = None,
+    keys: Callable[[str], Ed25519PrivateKey] | None = None,
+    listen: str = "/ip4/127.0.0.1/tcp/0",
+    round_seconds: float | None = None,
+    before_round: Callable[[LocalSwarm], None] | None = None,
 ) -> dict:
+    """Run the swarm up to round `rounds`. With `round_seconds`, rounds keep to a schedule that
+    starts now at the round the peers resume from; `before_round` runs before each round
+    (a host re-publishes its manifest there)."""
     swarm = LocalSwarm(store, model, Path(workdir), mix, settings, transport, swarm_seed,
-                       adversaries=dict(adversaries or {}))
+                       adversaries=dict(adversaries or {}), keys=keys, listen=listen)
     try:
         for name in names or peer_names(peers):
             swarm.add_peer(name)
         # Rerunning over the same workdir continues where the peers' saved state left off.
         swarm.round = max(p.next_round for p in swarm.peers.values())
+        if round_seconds:
+            swarm.schedule = Schedule.resuming(swarm.round, round_seconds)
         if on_start:
             on_start(swarm)
         while swarm.round < rounds:
+            if swarm.schedule is not None:
+                swarm.round = max(swarm.round, swarm.schedule.current())  # fell behind: skip to the slot
+                if swarm.round >= rounds:
+                    break
+                swarm.schedule.wait_for(swarm.round)
+            if before_round:
+                before_round(swarm)
             swarm.run_round(on_report)
         return swarm.summary()
     finally:

@@ -14,6 +14,7 @@ from typing import Protocol, Self, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bitswarm import peer_key
 from bitswarm.errors import BitswarmError
 from bitswarm.swarm.records import (
     public_key_hex,
@@ -69,6 +70,7 @@ class MemoryHub:
         self._rounds: dict[int, dict[tuple[str, int], bytes]] = {}
         self._used: dict[tuple[int, str], int] = {}
         self._newest = -1
+        self.manifests: dict[str, bytes] = {}  # host peer id -> its signed manifest (swarm.manifest)
 
     def put(self, peer: str, round: int, seq: int, blob: bytes) -> bool:
         """Store a blob under (peer, seq) for `round`; False (and counted) if refused."""
@@ -115,8 +117,16 @@ class MemoryTransport:
     def __init__(self, hub: MemoryHub, priv: Ed25519PrivateKey):
         self.hub = hub
         self.peer_key = public_key_hex(priv)
+        self.peer_id = peer_key.peer_id(priv)
         self._seq: dict[int, int] = {}
         self._closed = False
+
+    def publish_manifest(self, blob: bytes) -> bool:
+        self.hub.manifests[self.peer_id] = bytes(blob)
+        return True
+
+    def manifest(self, peer_id: str) -> bytes | None:
+        return self.hub.manifests.get(peer_id)
 
     def publish(self, round: int, blob: bytes) -> None:
         if self._closed:
