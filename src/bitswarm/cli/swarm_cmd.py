@@ -99,16 +99,19 @@ def _print_bootstrap(maddrs: list[str]) -> None:
 
 @contextlib.contextmanager
 def _signals_interrupt():
-    """SIGTERM ends the command as Ctrl-C does: a KeyboardInterrupt in the main thread, so every
-    `finally` runs and the p2p daemons are shut down (a default SIGTERM would orphan them)."""
+    """SIGTERM and SIGINT end the command as Ctrl-C does: a KeyboardInterrupt in the main thread, so
+    every `finally` runs and the p2p daemons are shut down (a default SIGTERM would orphan them).
+    SIGINT is set explicitly too: a process started in the background by a shell inherits SIGINT
+    ignored, and Python then never installs its own handler (seen: a backgrounded `make test`)."""
     def stop(signum, _frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _node_key(st):
