@@ -147,12 +147,15 @@ class PolicyNet:
     def finish_grads(self, grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return grads
 
-    def loss_count(self, mb: PolicyBatch) -> int:
-        """Examples with at least one target: the loss is their mean."""
+    def _counted(self, mb: PolicyBatch) -> np.ndarray:
+        """Which examples have at least one target (the loss is the mean over them)."""
         has = np.zeros(mb.inputs.shape[0], bool)
         for hd in self.cfg.heads:
             has |= (self._targets(mb, hd) != IGNORE).any(axis=1)
-        return int(has.sum())
+        return has
+
+    def loss_count(self, mb: PolicyBatch) -> int:
+        return int(self._counted(mb).sum())
 
     def _targets(self, mb: PolicyBatch, hd: Head) -> np.ndarray:
         t = np.asarray(mb.targets.get(hd.name))
@@ -185,10 +188,7 @@ class PolicyNet:
         dgate, dup = B.swiglu_bwd(dh, tape["gate"], tape["up"])
         dz = np.concatenate([dgate, dup], axis=1)
         B.matmul_acc(np.ascontiguousarray(dz.T), tape["x"], grads["w_in"])
-        has = np.zeros(m, bool)
-        for hd in self.cfg.heads:
-            has |= (self._targets(mb, hd) != IGNORE).any(axis=1)
-        return per_example[has]
+        return per_example[self._counted(mb)]
 
 
 def save_policy(cfg: PolicyConfig, params: dict[str, np.ndarray], out: Path) -> None:
