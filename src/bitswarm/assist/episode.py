@@ -104,7 +104,7 @@ def parse(data: bytes | str | dict, where: str = "episode") -> Episode:
         env = ep.final_env()
     except EpisodeError as e:
         raise EpisodeError(f"{where} {e}") from None
-    truth = {"completed": env.complete, "score": env.score, "steps": env.steps}
+    truth = outcome_of(env)
     for key, value in truth.items():
         if outcome.get(key) != value:
             raise EpisodeError(f"{where}: outcome {key} is {outcome.get(key)!r} but the replay gives {value!r}")

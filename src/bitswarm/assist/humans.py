@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from bitswarm.assist.episode import outcome_of
 from bitswarm.assist.game import COLORS, REACH, SIZE, Action, BuildEnv, check_action, support_mask
 
 FACES = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
@@ -132,6 +133,6 @@ def play_episode(env: BuildEnv, human: SimulatedHuman, assistant: Assistant | No
         if help_.kind == "place":
             counts["assistant_correct" if reward > 0 else "assistant_wrong"] += 1
     if hasattr(assistant, "end_episode"):
-        assistant.end_episode({"completed": env.complete, "score": env.score, "steps": env.steps})
+        assistant.end_episode(outcome_of(env))
     return {"seed": seed, "goal": env.goal.name, "goal_blocks": env.goal.count, "completed": terminated,
             "steps": env.steps, **counts}
