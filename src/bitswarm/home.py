@@ -107,6 +107,11 @@ class Home:
         """One receipt per episode this home shared ({"cid", "size", "tx_hash", "file"}), in order."""
         return self.assist / "shared.jsonl"
 
+    @property
+    def assist_simulations(self) -> Path:
+        """One line per `assist simulate` run: the episodes, the model and what it was worth."""
+        return self.assist / "simulations.jsonl"
+
 
 def resolve_home(explicit: str | os.PathLike | None = None) -> Path:
     """The data directory's root (Home.resolve(...).root), for callers that only need the folder."""

@@ -15,8 +15,6 @@ a CID the user gave out (or a job names it).
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from bitswarm.errors import BitswarmError
 from bitswarm.home import Home
 from bitswarm.store import BlobStore
 from bitswarm.store.atomic import atomic_write_bytes
+from bitswarm.store.jsonl import append_line, read_lines
 
 
 class AssistError(BitswarmError, RuntimeError):
@@ -150,31 +149,6 @@ class Assistant:
     def share(self, path: Path | None = None, ledger=None) -> Receipt:
         """Put an ended episode (the last one, or the file at `path`) into the content store."""
         return share_episode(self.store, path or self.last_file, ledger, home=self.home)
-
-
-def append_line(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:  # one line per record; a torn last line is skipped on read
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_lines(path: Path) -> list[dict]:
-    """The records of a JSON-lines log, skipping a line torn by a crash."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def shared_episodes(home: Home) -> list[str]:

@@ -7,11 +7,13 @@ only by the assistant. Episodes are recorded through the SDK like a real user's,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from bitswarm.assist.game import BuildEnv
 from bitswarm.assist.humans import SimulatedHuman, play_episode
 from bitswarm.assist.sdk import Assistant
+from bitswarm.store.jsonl import append_line
 
 
 def simulate(
@@ -61,4 +63,7 @@ def simulate(
         out["goal_completion_rate"] = out["goal_completion_rate_alone"]
     if share:
         out["shared"] = shared
+    # Logged in the home (the dashboard's assistant statistics read it), without the CIDs shared.
+    append_line(recorder.home.assist_simulations, {k: v for k, v in out.items() if k != "shared"} | {
+        "shared": len(shared), "seed": seed, "skill": skill, "noise": noise, "time": time.time()})
     return out

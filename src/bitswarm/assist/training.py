@@ -23,7 +23,7 @@ from safetensors.numpy import save
 from bitswarm.assist.episode import EpisodeError, parse
 from bitswarm.assist.features import ACTIVE, cell_features, next_target, policy_config
 from bitswarm.assist.game import SIZE, support_mask
-from bitswarm.assist.sdk import append_line
+from bitswarm.store.jsonl import append_line
 from bitswarm.errors import BitswarmError
 from bitswarm.home import Home
 from bitswarm.models.policy import dataset_metadata

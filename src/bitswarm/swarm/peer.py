@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bitswarm.store import BlobStore
 from bitswarm.store.atomic import atomic_write_text
+from bitswarm.store.jsonl import append_line
 from bitswarm.swarm import claims, grpo
 from bitswarm.swarm.adversary import SwarmAdversary
 from bitswarm.swarm.coordinator import Coordinator
@@ -35,6 +36,11 @@ from bitswarm.swarm.transport import Transport
 
 log = logging.getLogger(__name__)
 STATE_FILE = "peer.json"
+# One line per round this peer ran, for the dashboard's reward curves: what each round was worth,
+# without the CIDs and paths that peer.json keeps for resuming.
+REPORTS_LOG = "round_reports.jsonl"
+REPORTED = ("peer", "round", "reward", "local_groups", "external_groups", "external_available", "rollouts_shared",
+            "updated", "seconds")
 ROLLOUTS_PER_RECORD = 16
 MAX_SEEN = 100_000  # blob hashes remembered to skip re-gathered blobs (32 B each: ~5 MB at most)
 
@@ -277,6 +283,7 @@ class SwarmPeer:
         self.history.append(report)
         self.next_round = r + 1
         self._save_state()
+        append_line(self.workdir / REPORTS_LOG, {k: report[k] for k in REPORTED if k in report} | {"time": time.time()})
         return report
 
     @staticmethod

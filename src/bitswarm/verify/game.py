@@ -43,7 +43,7 @@ from pathlib import Path
 from bitswarm.errors import BitswarmError
 from bitswarm.repro.hashing import merkle_root
 from bitswarm.verify import merkle
-from bitswarm.verify.trace import chain_digests, input_hashes, record_digest
+from bitswarm.verify.trace import chain_digests, input_hashes
 
 ZERO = "00" * 32
 TACTICS = ("honest", "lie", "forge", "other_index", "silent")  # how a side may answer a query
