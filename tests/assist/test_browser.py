@@ -5,12 +5,10 @@ a colour and walk, the assistant builds beside the player, and the ended episode
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,17 +23,12 @@ from bitswarm.assist.training import train_assistant
 from bitswarm.home import Home
 from bitswarm.store import BlobStore
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Read at import: the autouse bitswarm_home fixture clears every BITSWARM_* variable before a test runs.
-REQUIRE = bool(os.environ.get("BITSWARM_REQUIRE_BROWSER"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SEED, MAX_STEPS = 5, 40  # the play below takes ~30 steps; the rest are walked to reach the end
-SCREENSHOT = Path(__file__).resolve().parents[2] / "build" / "screenshots" / "assist-game.png"
+from ..browser import SCREENSHOTS, needs_browser
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not REQUIRE,
-                                reason=f"{CHROMIUM} is missing: `make setup` installs Debian's chromium "
-                                       "(BITSWARM_REQUIRE_BROWSER=1 makes this a failure)")
+SEED, MAX_STEPS = 5, 40  # the play below takes ~30 steps; the rest are walked to reach the end
+SCREENSHOT = SCREENSHOTS / "assist-game.png"
+
+pytestmark = needs_browser
 
 
 def wait_until(condition, timeout: float = 10.0, what: str = "") -> None:
@@ -82,29 +75,6 @@ def game(trained):
         stop.set()
         thread.join(timeout=10)
         assert not thread.is_alive(), "the game server did not stop"
-
-
-@pytest.fixture
-def page():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing and BITSWARM_REQUIRE_BROWSER is set: run `make setup` "
-                    "(it installs Debian's chromium as root), or `apt-get install chromium`")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the Python package playwright is missing: run `make setup` (it is in the test extra)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        try:
-            pg = browser.new_page(viewport={"width": 1280, "height": 800})
-            pg.problems = []
-            pg.on("pageerror", lambda e: pg.problems.append(f"page error: {e}"))
-            pg.on("console", lambda m: m.type == "error" and pg.problems.append(f"console: {m.text}"))
-            pg.on("response", lambda r: r.status >= 400 and pg.problems.append(
-                f"{r.status} from {r.request.method} {r.url} {r.request.post_data}"))
-            yield pg
-        finally:
-            browser.close()
 
 
 def state(page) -> dict:

@@ -18,7 +18,7 @@ from bitswarm.models.importer import init_model
 from bitswarm.repro import train as repro_train
 from bitswarm.store import BlobStore
 
-from .network import cli, cli_json, make_node, start_chain, wait_for
+from bitswarm.demo.network import NetworkError, cli_json, make_node, start_chain, wait_for
 
 pytestmark = pytest.mark.network
 BOUNTY, WINDOW = 50, 12
@@ -50,7 +50,7 @@ def net(tmp_path_factory):
         for n in nodes.values():
             try:
                 n.stop()
-            except AssertionError:
+            except NetworkError:
                 pass
         chain.stop()
 
@@ -83,6 +83,7 @@ def test_an_honest_train_job_is_solved_verified_settled_and_paid(net, tmp_path):
     assert final.hash() == res["final_state_hash"] and final.step == 6
 
 
+@pytest.mark.slow  # tests/demo plays this end to end in the default suite; `make test-slow` runs it here too
 def test_an_infer_job_is_solved_verified_and_its_record_returned(net, tmp_path):
     nodes = net["nodes"]
     job_id = _submit(net, "infer.yaml", "--kind", "infer")
@@ -94,6 +95,7 @@ def test_an_infer_job_is_solved_verified_and_its_record_returned(net, tmp_path):
     assert res["kind"] == "infer" and len(record["tokens"]) == 6 and record["root"]
 
 
+@pytest.mark.slow  # tests/demo plays this end to end in the default suite; `make test-slow` runs it here too
 def test_an_eval_job_scores_a_model_on_tasks_and_is_verified(net, tmp_path):
     nodes = net["nodes"]
     job_id = _submit(net, "eval.yaml", "--kind", "eval")
@@ -128,6 +130,7 @@ def test_verification_pays_the_verifier_that_re_executed_not_the_one_that_copied
     assert lazy.stop(signal.SIGINT) == 0 and lazy.leftovers() == []  # Ctrl-C stops a node as cleanly
 
 
+@pytest.mark.slow  # tests/demo plays this end to end in the default suite; `make test-slow` runs it here too
 def test_a_cheating_solver_is_challenged_loses_and_is_slashed(net):
     nodes = net["nodes"]
     assert nodes["solver"].stop() == 0  # the honest solver leaves; SIGTERM stops it cleanly ...

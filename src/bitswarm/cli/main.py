@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from bitswarm import __version__
-from bitswarm.cli import assist_cmd, config_cmd, identity_cmd, job_cmd, ledger_cmd, model_cmd, node_cmd, store_cmd, swarm_cmd, verify_cmd
+from bitswarm.cli import assist_cmd, config_cmd, demo_cmd, identity_cmd, job_cmd, ledger_cmd, model_cmd, node_cmd, store_cmd, swarm_cmd, verify_cmd
 from bitswarm.cli.generate_cmd import generate
 from bitswarm.cli.output import JsonUsageErrors
 from bitswarm.cli.train_cmd import from_run, spec_app, train
@@ -42,6 +42,7 @@ app.add_typer(ledger_cmd.node_app, name="node")
 app.add_typer(job_cmd.app, name="job")
 app.add_typer(swarm_cmd.app, name="swarm")
 app.add_typer(assist_cmd.app, name="assist")
+app.command("demo")(demo_cmd.demo)
 
 
 def _version(value: bool) -> None:

@@ -4,7 +4,8 @@ Trust boundary: the API holds no key and never talks to the chain. It reads what
 wrote (jobs, decisions, events, disputes, snapshots) and queues anything that changes the world as
 a row in the `requests` table, which the loop executes and finishes. A stolen API token can
 therefore ask the node to spend its credits, but never read its key; reads need no token because
-the server binds 127.0.0.1 unless told otherwise.
+the server binds 127.0.0.1 unless told otherwise. GET / is the dashboard (node.dashboard), a page
+over these reads and a live stream of them.
 
 Request kinds queued here (the node's loop implements them; a failure is finished with
 `{"error": "<message a person can read>"}`). CIDs travel in the store's form, "sha256:<64 hex>":
@@ -39,6 +40,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import bitswarm
 from bitswarm.errors import BitswarmError
+from bitswarm.home import Home
+from bitswarm.node.dashboard import install as install_dashboard
 from bitswarm.node.state import NodeState
 from bitswarm.store.atomic import fsync_dir, temp_name
 from bitswarm.store.cid import PREFIX as CID_PREFIX
@@ -254,8 +257,9 @@ WRITE = {**READ, 400: {"model": ErrorBody}, 401: {"model": ErrorBody, "descripti
 
 # -- the app ---------------------------------------------------------------------------------------
 
-def create_app(state: NodeState, token: str) -> FastAPI:
-    """The API over `state`; mutating routes need `Authorization: Bearer <token>`."""
+def create_app(state: NodeState, token: str, home: Home | None = None) -> FastAPI:
+    """The API over `state`; mutating routes need `Authorization: Bearer <token>`. With the node's
+    `home`, the dashboard (GET /) also shows the swarm's and the assistant's logs kept there."""
     app = FastAPI(title="bitswarm node", version=bitswarm.__version__,
                   description="Read a bitswarm node's state; ask it to post jobs and to announce or fetch blobs.",
                   generate_unique_id_function=lambda route: route.name)  # operationIds: status, submit_job, …
@@ -369,6 +373,7 @@ def create_app(state: NodeState, token: str) -> FastAPI:
             raise HTTPException(404, f"no request {request_id}; POST /jobs answers with the id of the request it queued")
         return row
 
+    install_dashboard(app, state, home, responses=READ, not_found={404: {"model": ErrorBody}})
     return app
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger("bitswarm.node")
 
 FINAL = ("done", "failed", "cancelled")
 SNAPSHOT_EVERY_S = 15  # balances only change with blocks; a new block refreshes them at once
+NETWORK_EVERY_S = 5  # the dashboard's network: two calls per registered node, so not on every block
 EVENT_CONTRACT = "JobMarket"
 
 
@@ -70,6 +71,8 @@ class Node:
         self._stop = threading.Event()
         self.started = time.time()
         self.work = Roles(self)
+        self._registered: dict[str, str] = {}  # the network snapshot's nodes: lower-case address -> address
+        self._registry_block = 0  # the next block to look for NodeRegistered in
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -98,7 +101,7 @@ class Node:
             from bitswarm.node.api import ApiServer, create_app, ensure_token
 
             token = ensure_token(self.home.api_token_file)
-            self.api = ApiServer(create_app(self.state, token), self.settings.api_host, self.settings.api_port)
+            self.api = ApiServer(create_app(self.state, token, self.home), self.settings.api_host, self.settings.api_port)
             self.api.start()
         self.state.set_meta("address", self.ledger.address)
         self.state.set_meta("started", str(self.started))
@@ -294,6 +297,8 @@ class Node:
 
     def _snapshot(self, force: bool = False) -> None:
         now = time.time()
+        if now - getattr(self, "_networked", 0) >= NETWORK_EVERY_S:
+            self._network(now)
         if not force and now - getattr(self, "_snapped", 0) < SNAPSHOT_EVERY_S:
             return
         self._snapped = now
@@ -310,3 +315,21 @@ class Node:
             "exchange": self.exchange.stats() if self.exchange else {}, "pid": os.getpid(),
             "adversary": self.adversary, "lazy": self.lazy})
 
+    def _network(self, now: float) -> None:
+        """The "network" snapshot: every node registered on chain (found by NodeRegistered events
+        since the last look), with its registry entry and credits as of now."""
+        self._networked = now
+        lg = self.ledger
+        head = lg.block_number()
+        if head >= self._registry_block:
+            for e in lg.events("NodeRegistry", "NodeRegistered", from_block=self._registry_block, to_block=head):
+                self._registered.setdefault(e["args"]["node"].lower(), e["args"]["node"])
+            self._registry_block = head + 1
+        nodes = []
+        for address in self._registered.values():
+            n = lg.node(address)
+            nodes.append({"address": address, "peer_id": n["peer_id"], "registered": n["registered"],
+                          "roles": [name for name, bit in ROLE_NAMES.items() if n["roles"] & bit],
+                          "staked": n["staked"], "locked": n["locked"], "unbonding": n["unbonding"],
+                          "token": lg.token_balance(address)})
+        self.state.put_snapshot("network", {"nodes": nodes, "updated": now})
