@@ -51,6 +51,8 @@ def test_swarm_run_with_an_adversary_shows_it_caught(tiny_in_home):
     (["--adversary", "peer-1:bitflip"], "choose one of: inflate, oversized"),
     (["--adversary", "peer-9:inflate"], "no peer named 'peer-9'"),
     (["--adversary", "inflate"], "PEER:NAME"),
+    (["--lr", "0"], "must be above 0 and at most 1"),  # before any work, not as an invalid spec mid-round
+    (["--lr", "2"], "must be above 0 and at most 1"),
 ])
 def test_swarm_run_refuses_bad_options(tiny_in_home, args, needle):
     res = runner.invoke(app, ["swarm", "run", "--model", tiny_in_home, "--rounds", "1", *args, "--json"])

@@ -159,6 +159,13 @@ def _fetch_model(store, key, manifest, listen: str, show: bool) -> None:
                             f"{' '.join(manifest.model_sources)}: {exc}; {how}") from None
 
 
+def _learning_rate(value: float | None) -> float | None:
+    # The training spec refuses 0 (it would train nothing yet commit a round): say so before any work.
+    if value is not None and not 0 < value <= 1:
+        raise typer.BadParameter(f"{value:g} is not a learning rate: it must be above 0 and at most 1")
+    return value
+
+
 # Options shared by `run` and `join`, in one place so they cannot drift apart.
 def _common():
     return dict(
@@ -170,7 +177,7 @@ def _common():
         group_size=typer.Option(4, "--group-size", min=2, help="Completions per task (GRPO's group)."),
         max_new_tokens=typer.Option(24, "--max-new-tokens", min=1, help="Completion length limit."),
         temperature=typer.Option(1.0, "--temperature", min=0.0, help="Sampling temperature for rollouts."),
-        lr=typer.Option(1e-3, "--lr", min=0.0, help="GRPO learning rate."),
+        lr=typer.Option(1e-3, "--lr", callback=_learning_rate, help="GRPO learning rate (above 0, at most 1)."),
         tasks=typer.Option("default", "--tasks", help="A preset (default: RL Swarm's nine; tiny: for tiny test models) or comma-separated task names."),
         backend=typer.Option("repro", "--backend", help="repro (bit-exact kernels, verifiable) or native (torch)."),
         task_seed=typer.Option(0, "--task-seed", min=0, help="Dataset seed the swarm shares."),
@@ -349,7 +356,7 @@ def join(
     group_size: int = _unset("Completions per task.", "--group-size", min=2),
     max_new_tokens: int = _unset("Completion length limit.", "--max-new-tokens", min=1),
     temperature: float = _unset("Sampling temperature.", "--temperature", min=0.0),
-    lr: float = _unset("GRPO learning rate (this peer's own choice).", "--lr", min=0.0),
+    lr: float = _unset("GRPO learning rate (this peer's own choice).", "--lr", callback=_learning_rate),
     backend: str = _unset("repro or native.", "--backend"),
     task_seed: int = _unset("Dataset seed the swarm shares.", "--task-seed", min=0),
     listen: str = typer.Option("/ip4/0.0.0.0/tcp/0", "--listen", help="Multiaddr this peer listens on."),
@@ -482,7 +489,7 @@ def warm_start_cmd(
     model: str = typer.Option(..., "--model", help="CID of the base model."),
     tasks: str = typer.Option("default", "--tasks", help="Task preset or comma-separated task names."),
     steps: int = typer.Option(100, "--steps", min=1, help="Supervised steps."),
-    lr: float = typer.Option(1e-2, "--lr", min=0.0, help="Learning rate."),
+    lr: float = typer.Option(1e-2, "--lr", callback=_learning_rate, help="Learning rate (above 0, at most 1)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Which task instances to learn from."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
