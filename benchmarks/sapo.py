@@ -2,6 +2,7 @@
 isolated peers (8 local / 0 external), with the same number of rollout groups per update.
 
     .venv/bin/python benchmarks/sapo.py [--peers 4] [--rounds 30] [--out benchmarks/out]
+    .venv/bin/python benchmarks/sapo.py --scaling [--scaling-sizes 4,8,16,32,64] [--scaling-hivemind 8]
 
 Both arms start from the same policy: the tiny test model given a short supervised warm start
 on the task's answer format (a random model never writes an answer, so RL would have nothing
@@ -12,8 +13,10 @@ Reported:
 
 * reward per round for both arms (PNG) and the cumulative-reward ratio swarm / isolated,
   next to SAPO's +94% (1093.31 vs 561.79, eight Qwen2.5-0.5B peers, nine tasks);
-* communication time (publish + gather + verify) as a share of round time;
-* how round time grows from 4 to 64 in-memory peers.
+* communication time (publish + gather + verify) as a share of round time.
+
+`--scaling` measures only how a peer's communication time grows with the swarm, in memory and
+over hivemind processes on loopback (benchmarks/sapo_scaling.py), and writes sapo_scaling.json.
 """
 
 from __future__ import annotations
@@ -47,27 +50,6 @@ def arm(store, model, mix, workdir, peers, rounds, local, external, settings, la
     summary = swarm.summary()
     swarm.close()
     return {"reward_per_round": per_round, "cumulative": sum(per_round), "summary": summary}
-
-
-def scaling(store, model, mix, root: Path, sizes: list[int]) -> list[dict]:
-    """One cheap round at each swarm size: total round time and per-peer communication time."""
-    s = PeerSettings(local=1, external=2, group_size=2, max_new_tokens=8)
-    rows = []
-    for n in sizes:
-        swarm = LocalSwarm(store, model, root / f"scale-{n}", mix, s)
-        for i in range(n):
-            swarm.add_peer(f"s{i}")
-        swarm.run_round()  # round 0: nothing to gather yet
-        t = time.perf_counter()
-        reports = swarm.run_round()
-        took = time.perf_counter() - t
-        comm = sum(r["comm_seconds"] for r in reports)
-        rows.append({"peers": n, "round_seconds": round(took, 3), "per_peer_seconds": round(took / n, 4),
-                     "comm_seconds_per_peer": round(comm / n, 5), "comm_share": round(comm / took, 4)})
-        print(f"scaling: {n:>3} peers  round {took:.2f}s  per peer {took / n:.3f}s  "
-              f"comm/peer {comm / n * 1000:.2f} ms ({comm / took:.1%})", flush=True)
-        swarm.close()
-    return rows
 
 
 def hivemind_comm(store, model, mix, root: Path, settings: PeerSettings, rounds: int) -> dict:
@@ -113,7 +95,9 @@ def main() -> None:
     ap.add_argument("--task", default="tiny_count", help="task name, or several comma-separated")
     ap.add_argument("--hivemind-rounds", type=int, default=3, help="rounds of the 2-peer libp2p measurement (0 skips)")
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--scaling", default="4,8,16,32,64", help="comma-separated swarm sizes; empty to skip")
+    ap.add_argument("--scaling", action="store_true", help="measure only comm time against swarm size")
+    ap.add_argument("--scaling-sizes", default="4,8,16,32,64", help="in-memory swarm sizes for --scaling")
+    ap.add_argument("--scaling-hivemind", default="8", help="hivemind process counts for --scaling; empty to skip")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -125,12 +109,16 @@ def main() -> None:
         t = time.perf_counter()
         model = warm_start(store, init_model(store, "tiny", 0), mix, root / "warm", steps=args.warm_steps, lr=1e-2)
         print(f"warm start: {time.perf_counter() - t:.1f}s -> {model}", flush=True)
+        if args.scaling:
+            import sapo_scaling
+
+            sapo_scaling.run(store, root / "store", model, args.task, root, _sizes(args.scaling_sizes),
+                             _sizes(args.scaling_hivemind), args.out)
+            return
         t = time.perf_counter()
         swarm = arm(store, model, mix, root / "swarm", args.peers, args.rounds, 4, 4, settings, "swarm")
         isolated = arm(store, model, mix, root / "isolated", args.peers, args.rounds, 8, 0, settings, "isolated")
         arms_seconds = time.perf_counter() - t
-        sizes = [int(x) for x in args.scaling.split(",") if x.strip()]
-        scale = scaling(store, model, mix, root, sizes) if sizes else []
         hm = hivemind_comm(store, model, mix, root, PeerSettings(**{**settings.__dict__, "local": 4, "external": 4}),
                            args.hivemind_rounds) if args.hivemind_rounds else None
     ratio = swarm["cumulative"] / isolated["cumulative"] if isolated["cumulative"] else float("inf")
@@ -145,12 +133,15 @@ def main() -> None:
         "comm_share_of_round_time_swarm": comm,
         "rollouts_used_external": swarm["summary"]["rollouts_used_external"],
         "arms_seconds": round(arms_seconds, 1),
-        "scaling": scale,
         "hivemind": hm,
     }
     (args.out / "sapo.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "reward_per_round"}, indent=2))
     print(f"plot: {args.out / 'sapo_rewards.png'}")
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
 
 
 if __name__ == "__main__":

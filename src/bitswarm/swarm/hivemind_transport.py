@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import gc
+import hashlib
 import logging
 import os
 import re
@@ -34,18 +36,32 @@ from bitswarm.swarm.records import (
     MAX_RECORD_BYTES,
     RecordRejected,
     decode_verified,
+    encode_announcement,
     public_key_hex,
+    verify_announcement,
 )
-from bitswarm.swarm.transport import TransportError, _forget_old
+from bitswarm.swarm.transport import MAX_PUBLISHES_PER_ROUND, TransportError, _forget_old
 
 log = logging.getLogger(__name__)
 
-ROUND_KEY = "bitswarm/rollouts/{round}"
-# Subkeys one peer may use per round key. Peers admit only a few records per peer and round
-# (RecordFilter), so this only bounds what a peer can make every other peer download.
-MAX_PUBLISHES_PER_ROUND = 64
+# A round on the DHT, paged so that no read's answer grows with the swarm:
+#   RECORDS_KEY  one publisher's records for the round, subkeys "<key hex>:<n>" (n < 8): one read
+#                returns at most MAX_PUBLISHES_PER_ROUND * MAX_RECORD_BYTES (512 KiB);
+#   INDEX_KEY    the round's publishers, spread over INDEX_PAGES pages by key hash, subkey
+#                "index:<key hex>" holding a ~250-byte signed announcement. All pages are read in
+#                one parallel call; a page stays under hivemind's 4 MiB message limit until
+#                ~12,000 publishers land on it (~100,000 per round with 8 pages).
+RECORDS_KEY = "bitswarm/rollouts/{round}/{peer}"
+INDEX_KEY = "bitswarm/rollouts/{round}/index/{page}"
+INDEX_PAGES = 8
 _SUBKEY = re.compile(r"^([0-9a-f]{64}):(\d{1,6})$")
+_INDEX_SUBKEY = re.compile(r"^index:([0-9a-f]{64})$")
 _MANIFEST_SUBKEY = re.compile(r"^manifest:([0-9a-f]{64})$")
+
+
+def index_page(peer: str) -> int:
+    """The index page a publisher lists itself on (by its key, so the same one every round)."""
+    return hashlib.sha256(peer.encode()).digest()[0] % INDEX_PAGES
 
 
 def _signed_record_validator(max_bytes: int) -> Any:
@@ -54,7 +70,8 @@ def _signed_record_validator(max_bytes: int) -> Any:
     Without it anyone could overwrite "<victim key>:<n>" (the later expiration wins) or replace
     a whole round with a plain value, censoring others. With it every honest node refuses to
     store, and drops from answers, any value that is not a dictionary entry "<key hex>:<n>"
-    (n < MAX_PUBLISHES_PER_ROUND) holding a record signed by that key. This makes the DHT
+    (n < MAX_PUBLISHES_PER_ROUND) holding a record signed by that key, or an index entry
+    "index:<key hex>" holding an announcement signed by that key. This makes the DHT
     single-purpose: do not run other hivemind features on it.
 
     The one other shape it admits is a swarm manifest: subkey "manifest:<key hex>" holding a
@@ -74,14 +91,23 @@ def _signed_record_validator(max_bytes: int) -> Any:
                 return False
             if not isinstance(blob, bytes):
                 return False
-            host = _MANIFEST_SUBKEY.match(subkey) if isinstance(subkey, str) else None
+            if not isinstance(subkey, str):
+                return False
+            listed = _INDEX_SUBKEY.match(subkey)
+            if listed is not None:
+                try:
+                    verify_announcement(blob, peer=listed.group(1))
+                    return True
+                except RecordRejected:
+                    return False
+            host = _MANIFEST_SUBKEY.match(subkey)
             if host is not None:
                 try:
                     manifest.decode_verified(blob, host=host.group(1))
                     return True
                 except manifest.ManifestError:
                     return False
-            m = _SUBKEY.match(subkey) if isinstance(subkey, str) else None
+            m = _SUBKEY.match(subkey)
             if m is None or int(m.group(2)) >= MAX_PUBLISHES_PER_ROUND:
                 return False
             try:
@@ -240,8 +266,9 @@ def _close_all() -> None:
 
 
 class HivemindTransport:
-    """Records on a hivemind DHT: round r's blobs are subkeys "<peer key hex>:<n>" of key
-    "bitswarm/rollouts/<r>", stored with an expiration of `expiration_s`.
+    """Records on a hivemind DHT: a publisher's blobs for round r are subkeys "<key hex>:<n>" of
+    key "bitswarm/rollouts/<r>/<key hex>", and it lists itself once per round on the round's
+    index (INDEX_KEY); all stored with an expiration of `expiration_s`.
 
     The libp2p identity is `priv` itself: hivemind's identity_path takes a libp2p protobuf
     private key, and an Ed25519 one works, so the daemon's peer id is the 12D3KooW... id of our
@@ -264,11 +291,13 @@ class HivemindTransport:
         dht_options: Mapping[str, Any] | None = None,
     ):
         self.peer_key = public_key_hex(priv)
+        self._priv = priv  # signs this peer's announcements on the round index
         self.expiration_s = expiration_s
         self.op_timeout_s = op_timeout_s
         self.max_record_bytes = max_record_bytes
         self.failed_publishes = 0
         self._seq: dict[int, int] = {}
+        self._announced: dict[int, int] = {}  # rounds this peer is listed on the index of
         self._lock = threading.Lock()  # DHT calls go down one pipe; keep threads from interleaving
         self._dht: Any = None
 
@@ -333,28 +362,67 @@ class HivemindTransport:
                 )
             self._seq[round] = n + 1
             _forget_old(self._seq)
-            ok = self._call(
-                self._dht.store,
-                key=ROUND_KEY.format(round=round),
-                subkey=f"{self.peer_key}:{n}",
-                value=bytes(blob),
-                expiration_time=self._get_dht_time() + self.expiration_s,
-            )
+            expires = self._get_dht_time() + self.expiration_s
+            ok = self._store(RECORDS_KEY.format(round=round, peer=self.peer_key), f"{self.peer_key}:{n}",
+                             bytes(blob), expires)
+            # Listed only after a record is up, so a reader that finds us on the index finds records.
+            if ok and round not in self._announced:
+                ok = self._store(INDEX_KEY.format(round=round, page=index_page(self.peer_key)),
+                                 f"index:{self.peer_key}", encode_announcement(round, self._priv), expires)
+                if ok:
+                    self._announced[round] = 1
+                    _forget_old(self._announced)
         if not ok:  # no node (not even ours) took it; the swarm goes on without this record
             self.failed_publishes += 1
             log.warning("DHT store for round %d failed (%d failed so far)", round, self.failed_publishes)
 
-    def gather(self, round: int) -> list[bytes]:
+    def _store(self, key: str, subkey: str, value: bytes, expires: float) -> bool:
+        """DHT.store, with a big value handed over in pieces (caller holds the lock).
+
+        Protocol hazard: the DHT process reads its end of our pipe non-blocking, and Python
+        writes a message over 16 KiB as a header and then the body; a read that lands between
+        the two fails, the message is lost and the DHT process dies. So no message we send may
+        exceed 16 KiB: a record (up to 64 KiB) goes over in _PIPE_PIECE pieces staged in the DHT
+        process, then is stored from there.
+        """
+        if len(value) <= _PIPE_PIECE:
+            return bool(self._call(self._dht.store, key=key, subkey=subkey, value=value, expiration_time=expires))
+        token = os.urandom(8).hex()
+        for start in range(0, len(value), _PIPE_PIECE):
+            self._call(self._dht.run_coroutine, functools.partial(
+                _stage_piece, token=token, piece=value[start:start + _PIPE_PIECE]))
+        return bool(self._call(self._dht.run_coroutine, functools.partial(
+            _store_staged, token=token, key=key, subkey=subkey, expires=expires)))
+
+    def publishers(self, round: int) -> list[str]:
+        keys = [INDEX_KEY.format(round=round, page=page) for page in range(INDEX_PAGES)]
         with self._lock:
-            found = self._call(self._dht.get, ROUND_KEY.format(round=round), latest=True)
-        if found is None or not isinstance(found.value, dict):
-            return []
-        blobs = []
-        for subkey, item in sorted(found.value.items(), key=lambda kv: str(kv[0])):
-            m = _SUBKEY.match(subkey) if isinstance(subkey, str) else None
-            if m and m.group(1) != self.peer_key and isinstance(item.value, bytes):
-                blobs.append(item.value)
-        return blobs
+            found = self._call(self._dht.run_coroutine, functools.partial(_get_each, keys=keys))
+        listed = set()
+        for entries in found.values():
+            for subkey in entries:
+                m = _INDEX_SUBKEY.match(subkey) if isinstance(subkey, str) else None
+                if m and m.group(1) != self.peer_key:
+                    listed.add(m.group(1))
+        return sorted(listed)
+
+    def fetch(self, round: int, publishers: Sequence[str]) -> dict[str, list[bytes]]:
+        keys = {RECORDS_KEY.format(round=round, peer=p): p for p in publishers}
+        with self._lock:  # one parallel read, one publisher (at most 512 KiB) per answer
+            found = self._call(self._dht.run_coroutine, functools.partial(_get_each, keys=list(keys)))
+        out: dict[str, list[bytes]] = {p: [] for p in publishers}
+        for key, entries in found.items():
+            peer, blobs = keys[key], []
+            for subkey, value in entries.items():
+                m = _SUBKEY.match(subkey) if isinstance(subkey, str) else None
+                if m and m.group(1) == peer and int(m.group(2)) < MAX_PUBLISHES_PER_ROUND and isinstance(value, bytes):
+                    blobs.append((int(m.group(2)), value))
+            out[peer] = [b for _, b in sorted(blobs)]
+        return out
+
+    def gather(self, round: int) -> list[bytes]:
+        found = self.fetch(round, self.publishers(round))
+        return [b for p in sorted(found) for b in found[p]]
 
     def publish_manifest(self, blob: bytes) -> bool:
         """Put this host's signed manifest up under bitswarm/swarm/<our peer id>, for
@@ -395,6 +463,31 @@ class HivemindTransport:
     def __del__(self) -> None:
         if getattr(self, "_dht", None) is not None:
             self.close()
+
+
+_PIPE_PIECE = 12 * 1024  # bytes of a value per pipe message: well under 16 KiB with the call around it
+_STAGED: dict[str, list[bytes]] = {}  # in the DHT process: pieces of values being handed over
+
+
+async def _stage_piece(_dht: Any, _node: Any, token: str, piece: bytes) -> None:
+    _STAGED.setdefault(token, []).append(piece)
+
+
+async def _store_staged(_dht: Any, node: Any, token: str, key: str, subkey: str, expires: float) -> bool:
+    value = b"".join(_STAGED.pop(token, []))
+    return await node.store(key, value, expires, subkey=subkey)
+
+
+async def _get_each(_dht: Any, node: Any, keys: list[str]) -> dict[str, dict[Any, Any]]:
+    """Each key's newest dictionary value ({subkey: value}; {} if none), read in parallel: one
+    DHT search per key, so one answer never carries two keys' values."""
+    async def one(key: str) -> dict[Any, Any]:
+        found = await node.get(key, latest=True)
+        if found is None or not isinstance(found.value, dict):
+            return {}
+        return {subkey: item.value for subkey, item in found.value.items()}
+
+    return dict(zip(keys, await asyncio.gather(*(one(k) for k in keys))))
 
 
 async def _daemon_peer_id(_dht: Any, node: Any) -> bytes:

@@ -2,9 +2,10 @@
 
 Per round: sample tasks, generate a group of completions per task with repro's seeded
 sampling (so any rollout is reproducible from its seed), score them with the task's own
-verifier, publish them signed, gather whatever other peers have published (no barrier),
-re-score every external completion locally (a claimed reward is never trusted), keep I local
-and J external groups whose advantages are not all zero, run a GRPO update (a verifiable
+verifier, publish them signed, sample a few of the publishers that have published so far (no
+barrier; SAMPLE_FANOUT * J of them, see _sample), fetch and verify only theirs, re-score every
+external completion locally (a claimed reward is never trusted), keep I local and J external
+groups whose advantages are not all zero (at most one per publisher until each has had a turn), run a GRPO update (a verifiable
 training run), and record (round, rollout-batch CID, reward, step-hash root) with the
 coordinator. The batch (claims.encode_batch: the I local groups) is stored, so whoever holds it
 re-scores the claimed reward exactly.
@@ -42,7 +43,11 @@ REPORTS_LOG = "round_reports.jsonl"
 REPORTED = ("peer", "round", "reward", "local_groups", "external_groups", "external_available", "rollouts_shared",
             "updated", "seconds")
 ROLLOUTS_PER_RECORD = 16
-MAX_SEEN = 100_000  # blob hashes remembered to skip re-gathered blobs (32 B each: ~5 MB at most)
+# Publishers fetched per round: SAMPLE_FANOUT * J. A fixed number, so a round's gather costs the
+# same in a swarm of 5 or of 5,000; twice J so that J informative groups are usually among them
+# even when only some publishers' groups carry signal (each publisher offers I groups).
+SAMPLE_FANOUT = 2
+SAMPLE_DOMAIN = b"bitswarm/swarm-sample/v1\x00"
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,8 @@ class SwarmPeer:
             max_group_size=settings.group_size, max_groups_per_peer_round=settings.local)
         self.public_key = public_key_hex(key)
         self.claims_overruled = 0  # external rollouts whose claimed reward our own scoring refuted
-        self._seen: dict[bytes, int] = {}  # blob hash -> round slot it was first gathered from
+        self.fetched = 0  # publisher slots fetched, over all rounds (what gathering has cost)
+        self._fetched: dict[tuple[str, int], int] = {}  # (publisher, round) slots fetched -> in round
         self.workdir.mkdir(parents=True, exist_ok=True)
         saved = self._load_state()
         self.model = saved.get("model", model)
@@ -179,41 +185,55 @@ class SwarmPeer:
         self._save_state()  # the seqs just used are spent, even if this round never finishes
         return len(rollouts)
 
-    def _fresh(self, blobs: list[bytes], round_key: int) -> list[bytes]:
-        """Blobs not handled before. gather() returns everything still visible, so a blob seen in
-        an earlier gather under the same round is skipped quietly; the same bytes again in
-        another round's slot, or twice in one answer, is someone replaying it, and counted."""
-        out, here = [], set()
-        for blob in blobs:
-            h = hashlib.sha256(blob).digest()
-            first = self._seen.get(h)
-            if h in here or (first is not None and first != round_key):
-                self.filter.dropped["replayed"] = self.filter.dropped.get("replayed", 0) + 1
-                continue
-            here.add(h)
-            if first is None:
-                self._seen[h] = round_key
-                out.append(blob)
-        while len(self._seen) > MAX_SEEN:  # sybil floods: forget the oldest sightings first
-            del self._seen[next(iter(self._seen))]
-        return out
+    def _sample_key(self, round_: int) -> bytes:
+        """This peer's secret for ranking publishers in `round_`: a deterministic signature, so
+        the same key and round rank the same way on a replay, but nobody else can compute it,
+        so no publisher can grind a key that ranks first for a chosen peer and round."""
+        return hashlib.sha256(self.key.sign(SAMPLE_DOMAIN + round_.to_bytes(8, "big"))).digest()
 
-    def _gather(self, round_: int) -> list[Group]:
-        """External groups that have arrived for this round or the one before, re-scored here."""
-        for h in [h for h, r in self._seen.items() if r < round_ - 2]:
-            del self._seen[h]
-        by_group: dict[tuple[str, int, int], list[Rollout]] = {}
-        for r in (round_ - 1, round_):
+    def _sample(self, round_: int) -> list[tuple[str, int]]:
+        """The (publisher, round) slots to fetch this round, best-ranked first.
+
+        Candidates are the publishers listed for this round or the one before (no barrier:
+        peers that ran after us last round published there), each once at its newest round we
+        have not fetched, never ourselves. One entry per key, ranked by a hash of our secret
+        and the key alone: what a publisher put up (how much, how good) cannot move it up, so
+        a key is fetched with the same chance as any other. The first SAMPLE_FANOUT * J are taken.
+        """
+        if self.settings.external <= 0:
+            return []
+        for slot in [k for k, r in self._fetched.items() if r < round_ - 2]:
+            del self._fetched[slot]
+        newest: dict[str, int] = {}
+        for r in (round_, round_ - 1):
             if r < 0:
                 continue
-            for blob in self._fresh(self.transport.gather(r), r):
-                rec = self.filter.accept(blob, round_)
-                if rec is None or rec.peer == self.public_key:
+            for key in self.transport.publishers(r):
+                if key != self.public_key and key not in newest and (key, r) not in self._fetched:
+                    newest[key] = r
+        secret = self._sample_key(round_)
+        ranked = sorted(newest, key=lambda key: hashlib.sha256(secret + key.encode()).digest())
+        return [(key, newest[key]) for key in ranked[: SAMPLE_FANOUT * self.settings.external]]
+
+    def _gather(self, round_: int) -> list[Group]:
+        """The sampled publishers' groups, verified and re-scored here, in rank order."""
+        slots = self._sample(round_)
+        blobs: dict[tuple[str, int], list[bytes]] = {}
+        for r in sorted({r for _, r in slots}):
+            for key, got in self.transport.fetch(r, [k for k, kr in slots if kr == r]).items():
+                blobs[(key, r)] = got
+        by_group: dict[tuple[str, int], list[Rollout]] = {}
+        for slot in slots:
+            self._fetched[slot] = round_
+            self.fetched += 1
+            for blob in blobs.get(slot, []):
+                rec = self.filter.accept(blob, round_, slot=slot)
+                if rec is None:
                     continue
                 for ro in rec.rollouts:
-                    by_group.setdefault((rec.peer, rec.round, ro.group), []).append(ro)
+                    by_group.setdefault((rec.peer, ro.group), []).append(ro)
         groups = []
-        for (peer, _, _), ros in by_group.items():
+        for (peer, _), ros in by_group.items():
             try:
                 ref = TaskRef(ros[0].dataset, ros[0].seed, ros[0].index)
                 if any((ro.dataset, ro.seed, ro.index) != (ref.dataset, ref.seed, ref.index) for ro in ros):
@@ -228,9 +248,18 @@ class SwarmPeer:
         return groups
 
     def _pick_external(self, groups: list[Group], round_: int) -> list[Group]:
-        useful = [g for g in groups if g.informative]
-        useful.sort(key=lambda g: _seed_of("pick", self.public_key, round_, g.source, g.ref.dataset, g.ref.index))
-        return useful[: self.settings.external]
+        """J informative groups, one per publisher per turn in rank order (groups arrive ranked):
+        a key that sends more, or only informative, groups gets no more turns than any other."""
+        by_source: dict[str, list[Group]] = {}
+        for g in groups:
+            if g.informative:
+                by_source.setdefault(g.source, []).append(g)
+        picked: list[Group] = []
+        turn = 0
+        while len(picked) < self.settings.external and any(len(gs) > turn for gs in by_source.values()):
+            picked += [gs[turn] for gs in by_source.values() if len(gs) > turn][: self.settings.external - len(picked)]
+            turn += 1
+        return picked
 
     def _rows(self, groups: list[Group], tok) -> list[grpo.Row]:
         return [
@@ -249,6 +278,7 @@ class SwarmPeer:
         local = self._generate(refs, r, model, tok)
         t_gen = time.perf_counter()
         shared = self._publish(r, local)
+        fetched_before = self.fetched
         external = self._gather(r)
         t_comm = time.perf_counter()
         picked_local = [g for g in local if g.informative]
@@ -257,7 +287,8 @@ class SwarmPeer:
         report = {
             "peer": self.name, "round": r, "reward": claims.batch_reward([g.rewards for g in local]),
             "local_groups": len(picked_local), "external_groups": len(picked_external),
-            "external_available": len(external), "rollouts_shared": shared, "updated": False,
+            "external_available": len(external), "publishers_fetched": self.fetched - fetched_before,
+            "rollouts_shared": shared, "updated": False,
         }
         if rows:
             upd = grpo.update(

@@ -160,6 +160,52 @@ def decode_verified(blob: bytes, *, max_bytes: int) -> RolloutRecord:
     return record
 
 
+# ---------------------------------------------------------------- announcements
+#
+# A publisher lists itself in a round's index with a tiny signed announcement, so readers can
+# list a round's publishers without downloading their records:
+#
+#     {"announce": {"peer": "<key hex>", "round": <int>}, "sig": "<128 hex chars>", "v": 1}
+#
+# signed over ANNOUNCE_DOMAIN + canonical(announce). DHT nodes check it on store; readers need
+# not, because they trust only the records they then fetch (a false entry costs one empty fetch).
+
+ANNOUNCE_DOMAIN = b"bitswarm/rollout-announcement/v1\x00"
+MAX_ANNOUNCEMENT_BYTES = 512
+
+
+def encode_announcement(round_: int, priv: Ed25519PrivateKey) -> bytes:
+    """The signed bytes that list `priv`'s key as a publisher of round `round_`."""
+    body = {"peer": public_key_hex(priv), "round": round_}
+    sig = priv.sign(ANNOUNCE_DOMAIN + canonical_json(body)).hex()
+    return canonical_json({"announce": body, "sig": sig, "v": VERSION})
+
+
+def verify_announcement(blob: bytes, *, peer: str) -> int:
+    """The round an announcement by `peer` names; RecordRejected unless it is exactly the bytes
+    encode_announcement makes for that key."""
+    if not isinstance(blob, (bytes, bytearray)) or len(blob) > MAX_ANNOUNCEMENT_BYTES:
+        raise RecordRejected("oversized" if isinstance(blob, (bytes, bytearray)) else "malformed")
+    try:
+        env = json.loads(bytes(blob).decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise RecordRejected("malformed", "not UTF-8 JSON") from None
+    body = env.get("announce") if isinstance(env, dict) else None
+    if not isinstance(body, dict) or set(env) != {"announce", "sig", "v"} or set(body) != {"peer", "round"}:
+        raise RecordRejected("malformed", "not an announcement")
+    rnd, sig = body["round"], env["sig"]
+    if body["peer"] != peer or type(rnd) is not int or not 0 <= rnd < 2**63 or not isinstance(sig, str):
+        raise RecordRejected("schema", "announcement fields")
+    if canonical_json(env) != bytes(blob):
+        raise RecordRejected("non_canonical")
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(peer)).verify(bytes.fromhex(sig),
+                                                                       ANNOUNCE_DOMAIN + canonical_json(body))
+    except (InvalidSignature, ValueError):
+        raise RecordRejected("bad_signature", f"announcement not signed by {peer[:16]}…") from None
+    return rnd
+
+
 def content_hash(record: RolloutRecord) -> bytes:
     """Hash of what a record says, minus its seq: the same rollouts re-sent under a new seq match."""
     body = record.model_dump(mode="json")
@@ -211,8 +257,9 @@ class RecordFilter:
     Both are None (no cap) by default; SwarmPeer always sets them from its settings. The rest
     of a record that had groups cut is still admitted: its other groups are within bounds.
 
-    Replay detection: a (peer, round, seq) seen before, or a record whose content (everything
-    but seq) was already admitted from the same peer in the same round.
+    Replay detection: a (peer, round, seq) seen before, a record whose content (everything
+    but seq) was already admitted from the same peer in the same round, or a record fetched
+    from a slot (publisher, round) that is not its own.
     """
 
     def __init__(
@@ -277,8 +324,13 @@ class RecordFilter:
             self._peers_by_round.setdefault(round_, set()).add(peer)
         return entry
 
-    def accept(self, blob: bytes, current_round: int) -> RolloutRecord | None:
-        """The record if it is new, verified and in bounds; None (and a counted reason) if not."""
+    def accept(self, blob: bytes, current_round: int, *, slot: tuple[str, int] | None = None) -> RolloutRecord | None:
+        """The record if it is new, verified and in bounds; None (and a counted reason) if not.
+
+        `slot` is the (publisher key, round) the blob was fetched from: a record by another key
+        or of another round there is someone else's record (or an old one) put up again, and is
+        dropped as "replayed" before it leaves any state, so it cannot shadow the real one.
+        """
         self._prune(current_round)
         try:
             record = decode_verified(blob, max_bytes=self.max_bytes)
@@ -287,6 +339,9 @@ class RecordFilter:
             return None
         if not (self._low_round <= record.round <= current_round):
             self._drop("unknown_round")
+            return None
+        if slot is not None and (record.peer, record.round) != slot:
+            self._drop("replayed")
             return None
         # Look up without creating: a dropped record must not add state.
         entry = self._entries.get((record.round, record.peer))
