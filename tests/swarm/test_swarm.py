@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bitswarm.jobs.train_job import load_run_spec, prepare
 from bitswarm.swarm.coordinator import LocalCoordinator
+from bitswarm.swarm.peer import PeerSettings
 from bitswarm.swarm.records import MAX_RECORD_BYTES, Rollout, RolloutRecord, encode_signed, public_key_hex
 from bitswarm.swarm.runner import LocalSwarm, run_swarm
 from bitswarm.swarm.transport import MemoryTransport
@@ -138,3 +139,34 @@ def test_byzantine_peers_cause_no_crash_and_are_counted(warm_tiny, tiny_mix, tmp
         # the liar's inflated claims were re-scored: none of its groups was informative enough to use
         assert all(r["external_groups"] <= FAST.external for r in p.history)
     assert s["claims_overruled"] >= 4  # the liar's wrong answers claiming 1.0 were re-scored here
+
+
+def test_a_peer_trains_on_the_token_ids_it_sampled_end_of_turn_included(warm_tiny, tiny_mix, tmp_path):
+    """Its own rollouts go into the update's dataset as the ids generation produced, not as decoded
+    text re-tokenized (decoding drops the end-of-turn token, so the policy would never learn to stop)."""
+    from bitswarm.models.generate import load
+
+    store, model = warm_tiny
+    settings = PeerSettings(**{**FAST.__dict__, "local": 8, "external": 0})
+    swarm = LocalSwarm(store, model, tmp_path, tiny_mix, settings)
+    swarm.add_peer("solo")
+    peer = swarm.peers["solo"]
+    for _ in range(5):  # until some group's rewards differ, so that there is an update
+        report = swarm.run_round()[0]
+        if report["updated"]:
+            break
+    assert report["updated"], report
+    _, tok = load(store, model, "repro")
+    rows = [json.loads(line) for line in store.read_bytes(report["dataset"]).splitlines()]
+    own = [r for r in rows if "completion_ids" in r]
+    assert own and len(own) == report["local_groups"] * settings.group_size  # J = 0: no external groups
+    eos = tok.eos_token_id
+    stopped = [r for r in own if len(r["completion_ids"]) < settings.max_new_tokens]
+    assert stopped, "the warm policy ends some answers before the token limit"
+    assert all(r["completion_ids"][-1] == eos for r in stopped)  # the end of turn is trained on
+    assert all(eos not in tok(tok.decode(r["completion_ids"], skip_special_tokens=True),
+                              add_special_tokens=False)["input_ids"] for r in stopped)  # text would lose it
+    refs = tiny_mix.sample(settings.task_seed, report["round"], peer.public_key, settings.local)
+    rendered = [tok(peer._render(tok, ref), add_special_tokens=False)["input_ids"] for ref in refs]
+    assert all(r["prompt_ids"] in rendered for r in own)  # the context generation saw, token for token
+    swarm.close()

@@ -23,6 +23,7 @@ from bitswarm.repro.train import IGNORE, MicroBatch
 from bitswarm.store import BlobStore
 
 PURPOSE_DATA = 16
+MAX_RECORD_TOKENS = 1 << 16  # token ids in one field of a grpo record: far above any seq_len we train at
 
 
 class DatasetError(BitswarmError, ValueError):
@@ -88,7 +89,8 @@ class ArithmeticData:
 
 
 class JsonlData:
-    """A stored JSONL blob: {"text"} lines for lm; {"prompt","completion","advantage"[,"logp_old"]} for grpo."""
+    """A stored JSONL blob: {"text"} lines for lm; for grpo {"prompt", "completion", "advantage"
+    [, "logp_old"]}, or the same with token id lists "prompt_ids" and "completion_ids" instead of text."""
 
     def __init__(self, store: BlobStore, cid: str, tok, seq_len: int, global_batch: int, seed: int, grpo: bool,
                  order: str = "sampled"):
@@ -115,17 +117,31 @@ class JsonlData:
             if not isinstance(rec.get("text"), str):
                 raise DatasetError(f"{where}: an lm record needs a string field 'text'")
             return Example(ids=self.tok(rec["text"], add_special_tokens=False)["input_ids"])
-        for key in ("prompt", "completion"):
-            if not isinstance(rec.get(key), str):
-                raise DatasetError(f"{where}: a grpo record needs a string field '{key}'")
-        if not isinstance(rec.get("advantage"), (int, float)):
+        if not isinstance(rec.get("advantage"), (int, float)) or isinstance(rec.get("advantage"), bool):
             raise DatasetError(f"{where}: a grpo record needs a number 'advantage'")
-        p = self.tok(rec["prompt"], add_special_tokens=False)["input_ids"]
-        c = self.tok(rec["completion"], add_special_tokens=False)["input_ids"]
+        if "prompt_ids" in rec or "completion_ids" in rec:
+            # The tokens exactly as the policy saw and sampled them (end of turn included): text
+            # re-tokenized can differ from what was generated, and decoding drops special tokens.
+            p, c = (self._token_ids(rec.get(key), key, where) for key in ("prompt_ids", "completion_ids"))
+        else:
+            for key in ("prompt", "completion"):
+                if not isinstance(rec.get(key), str):
+                    raise DatasetError(f"{where}: a grpo record needs string fields 'prompt' and 'completion', "
+                                       f"or token id lists 'prompt_ids' and 'completion_ids' (no '{key}' here)")
+            p = self.tok(rec["prompt"], add_special_tokens=False)["input_ids"]
+            c = self.tok(rec["completion"], add_special_tokens=False)["input_ids"]
         lp = rec.get("logp_old")
         if lp is not None and (not isinstance(lp, list) or len(lp) != len(c)):
             raise DatasetError(f"{where}: 'logp_old' must list one number per completion token ({len(c)})")
         return Example(ids=p + c, loss_from=len(p), advantage=float(rec["advantage"]), logp_old=lp)
+
+    def _token_ids(self, value, key: str, where: str) -> list[int]:
+        vocab = len(self.tok)
+        if (not isinstance(value, list) or not value or len(value) > MAX_RECORD_TOKENS
+                or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in value)):
+            raise DatasetError(f"{where}: '{key}' must be a list of 1 to {MAX_RECORD_TOKENS} token ids, each an "
+                               f"integer from 0 to {vocab - 1} (this model's vocabulary)")
+        return value
 
     def examples(self, step: int) -> list[Example]:
         if self.order == "sequential":

@@ -36,7 +36,8 @@ class DatasetSpec(_Strict):
     cid: str | None = Field(
         None,
         description="CID of a JSONL file: {\"text\"} per line for lm; {\"prompt\", \"completion\", "
-        "\"advantage\", optional \"logp_old\"} for grpo",
+        "\"advantage\", optional \"logp_old\"} for grpo (or \"prompt_ids\" and \"completion_ids\", token id lists, "
+        "instead of the two texts: the tokens exactly as generated)",
     )
     order: Literal["sampled", "sequential"] = Field(
         "sampled",

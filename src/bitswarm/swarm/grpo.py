@@ -41,6 +41,10 @@ class Row:
     prompt: str
     completion: str
     advantage: float
+    # The token ids as the policy saw and sampled them (end of turn included), for a peer's own
+    # rollouts; None for a rollout another peer generated, which only comes as text.
+    prompt_ids: tuple[int, ...] | None = None
+    completion_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -54,11 +58,13 @@ class Update:
 
 
 def rows_jsonl(rows: list[Row]) -> bytes:
-    return b"".join(
-        json.dumps({"prompt": r.prompt, "completion": r.completion, "advantage": r.advantage}, sort_keys=True).encode()
-        + b"\n"
-        for r in rows
-    )
+    return b"".join(json.dumps(_record(r), sort_keys=True).encode() + b"\n" for r in rows)
+
+
+def _record(r: Row) -> dict:
+    if r.prompt_ids is not None and r.completion_ids is not None:
+        return {"prompt_ids": list(r.prompt_ids), "completion_ids": list(r.completion_ids), "advantage": r.advantage}
+    return {"prompt": r.prompt, "completion": r.completion, "advantage": r.advantage}
 
 
 def train_and_store(

@@ -78,6 +78,10 @@ class Group:
     rewards: list[float]
     source: str  # "local" or the publishing peer's key
     advantages: list[float] = field(default_factory=list)
+    # A local group's exact tokens: the rendered prompt's ids and each completion's sampled ids,
+    # end of turn included. External groups arrive as text only (None here).
+    prompt_ids: list[int] | None = None
+    completion_ids: list[list[int]] | None = None
 
     def __post_init__(self):
         self.advantages = grpo.group_advantages(self.rewards)
@@ -163,7 +167,8 @@ class SwarmPeer:
                 seed=_seed_of("rollout", self.public_key, round_) % 2**63, request_ids=rids, eos_ids=eos,
             )
             texts = [tok.decode(o, skip_special_tokens=True) for o in outs]
-            groups.append(Group(ref, texts, [score(ref, t, self.mix) for t in texts], "local"))
+            groups.append(Group(ref, texts, [score(ref, t, self.mix) for t in texts], "local",
+                                prompt_ids=list(ids), completion_ids=[list(o) for o in outs]))
         return groups
 
     def _publish(self, round_: int, groups: list[Group]) -> int:
@@ -262,10 +267,17 @@ class SwarmPeer:
         return picked
 
     def _rows(self, groups: list[Group], tok) -> list[grpo.Row]:
-        return [
-            grpo.Row(self._render(tok, g.ref), c, a)
-            for g in groups for c, a in zip(g.completions, g.advantages)
-        ]
+        """Training rows: a local group trains on the very tokens it sampled (decoding drops the end
+        of turn, and re-tokenized text need not give the same ids); an external one on its text."""
+        rows = []
+        for g in groups:
+            prompt = self._render(tok, g.ref)
+            for k, (c, a) in enumerate(zip(g.completions, g.advantages)):
+                if g.completion_ids is not None and g.completion_ids[k]:
+                    rows.append(grpo.Row(prompt, c, a, tuple(g.prompt_ids), tuple(g.completion_ids[k])))
+                else:
+                    rows.append(grpo.Row(prompt, c, a))
+        return rows
 
     def run_round(self) -> dict:
         s = self.settings
@@ -322,4 +334,9 @@ class SwarmPeer:
         def n(text: str) -> int:
             return len(tok(text, add_special_tokens=False)["input_ids"])
 
-        return max(2, max(n(row.prompt) + n(row.completion) for row in rows))
+        def length(row: grpo.Row) -> int:
+            if row.completion_ids is not None:
+                return len(row.prompt_ids) + len(row.completion_ids)
+            return n(row.prompt) + n(row.completion)
+
+        return max(2, max(length(row) for row in rows))
