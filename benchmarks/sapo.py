@@ -2,6 +2,7 @@
 isolated peers (8 local / 0 external), with the same number of rollout groups per update.
 
     .venv/bin/python benchmarks/sapo.py [--peers 4] [--rounds 30] [--out benchmarks/out]
+    .venv/bin/python benchmarks/sapo.py --sweep --peers 8 --rounds 20   # the gain against base success
     .venv/bin/python benchmarks/sapo.py --scaling [--scaling-sizes 4,8,16,32,64] [--scaling-hivemind 8]
 
 Both arms start from the same policy: the tiny test model given a short supervised warm start
@@ -98,9 +99,24 @@ def main() -> None:
     ap.add_argument("--scaling", action="store_true", help="measure only comm time against swarm size")
     ap.add_argument("--scaling-sizes", default="4,8,16,32,64", help="in-memory swarm sizes for --scaling")
     ap.add_argument("--scaling-hivemind", default="8", help="hivemind process counts for --scaling; empty to skip")
+    ap.add_argument("--sweep", action="store_true", help="map sharing's gain against the base success rate "
+                    "(benchmarks/sapo_sweep.py): every split at every warm-start length, several seeds")
+    ap.add_argument("--sweep-warm", default="20,25,40", help="warm-start steps for --sweep (few: sparse reward)")
+    ap.add_argument("--sweep-splits", default="8/0,6/2,4/4,2/6", help="I/J splits for --sweep (8/0 is the baseline)")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per point for --sweep")
+    ap.add_argument("--jobs", type=int, default=2, help="processes for --sweep (one thread each)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.sweep:
+        import sapo_sweep
+
+        splits = [tuple(int(x) for x in s.split("/")) for s in args.sweep_splits.split(",")]
+        if (8, 0) not in splits:
+            ap.error("--sweep-splits must include 8/0, the isolated baseline the others are compared with")
+        sapo_sweep.sweep(_sizes(args.sweep_warm), splits, args.seeds, args.peers, args.rounds, args.jobs,
+                         args.task, args.lr, args.out)
+        return
     mix = TaskMix(args.task.split(","))
     settings = PeerSettings(group_size=4, max_new_tokens=20, lr=args.lr, micro_batch=8)
     with tempfile.TemporaryDirectory() as tmp:
