@@ -16,17 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from bitswarm.demo.network import BIN, PASS, cli_json
+from bitswarm.demo.network import BIN, cli_json, env
 from bitswarm.demo.run import MARKER
 
 from ..browser import SCREENSHOTS, needs_browser
 
 pytestmark = pytest.mark.network
-
-
-def _env() -> dict:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("BITSWARM_")}
-    return {**e, "BITSWARM_PASSPHRASE": PASS, "PYTHONUNBUFFERED": "1"}
 
 
 def _processes_under(root: Path) -> list[str]:
@@ -57,7 +52,7 @@ def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo") / "net"
     home = root.parent / "home"
     proc = subprocess.Popen([*BIN, "--home", str(home), "demo", "--headless", "--serve", "--json", "--dir", str(root)],
-                            stdout=subprocess.PIPE, stderr=open(root.parent / "demo.err", "w"), text=True, env=_env(),
+                            stdout=subprocess.PIPE, stderr=open(root.parent / "demo.err", "w"), text=True, env=env(),
                             start_new_session=True)
     try:
         line = proc.stdout.readline()
@@ -173,7 +168,7 @@ def test_a_folder_that_is_not_a_demo_is_refused_and_kept(tmp_path):
     keep.mkdir()
     (keep / "notes.txt").write_text("mine")
     res = subprocess.run([*BIN, "--home", str(tmp_path / "home"), "demo", "--headless", "--json", "--dir", str(keep)],
-                         capture_output=True, text=True, env=_env(), timeout=120)
+                         capture_output=True, text=True, env=env(), timeout=120)
     assert res.returncode == 1
     assert "not a demo's" in json.loads(res.stdout)["error"]
     assert (keep / "notes.txt").read_text() == "mine"

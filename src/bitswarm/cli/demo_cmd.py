@@ -94,6 +94,7 @@ def demo(
             raise KeyboardInterrupt
 
         previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+        summary = None  # stays None when Ctrl-C comes before the end
         try:
             if live is not None:
                 live.start()
@@ -124,15 +125,10 @@ def demo(
             run.close()
             for s, h in previous.items():
                 signal.signal(s, h)
-        if not summary_ok(locals().get("summary")):
+        if summary is not None and summary["failures"]:  # a part failed: exit non-zero
             raise typer.Exit(1)
 
 
 def _has_display() -> bool:
     # Without a display webbrowser falls back to a text browser in this very terminal.
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform == "darwin"
-
-
-def summary_ok(summary: dict | None) -> bool:
-    """A demo that finished with a part failed exits non-zero (Ctrl-C before the end is fine)."""
-    return summary is None or not summary["failures"]

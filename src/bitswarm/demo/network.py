@@ -128,13 +128,18 @@ class NodeProc:
     args: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     starts: int = 0
+    _ledger: Ledger | None = field(default=None, repr=False)
 
     @property
     def address(self) -> str:
         return identity.load(self.home).address
 
     def ledger(self) -> Ledger:
-        return Ledger(self.chain.url, self.chain.deployment, identity.unlock(self.home, PASS))
+        # One client per node: unlocking the keystore (scrypt) costs ~0.7 s of CPU, and callers
+        # poll the chain through this every half second.
+        if self._ledger is None:
+            self._ledger = Ledger(self.chain.url, self.chain.deployment, identity.unlock(self.home, PASS))
+        return self._ledger
 
     def info(self) -> dict:
         return json.loads((self.home / "node.json").read_text())
