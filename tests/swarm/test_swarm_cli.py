@@ -207,7 +207,7 @@ def test_a_second_process_joins_with_only_bootstrap_and_trains_on_the_hosts_roll
     # The host's tiny --lr keeps its policy (nearly) the warm-started one, whose groups are often informative
     # (right and wrong answers); a learning host can collapse to all-wrong groups within rounds.
     host = Host(host_env, "--peers", "1", "--rounds", "1000", "--round-seconds", "5", "--model", model, "--local", "2",
-                "--external", "2", "--group-size", "8", "--max-new-tokens", "20", "--lr", "1e-6", "--tasks", "tiny")
+                "--external", "2", "--group-size", "16", "--max-new-tokens", "20", "--lr", "1e-6", "--tasks", "tiny")
     try:
         boot = [arg for m in host.bootstrap() for arg in ("--bootstrap", m)]
         host.wait_for("round   0")
@@ -224,13 +224,15 @@ def test_a_second_process_joins_with_only_bootstrap_and_trains_on_the_hosts_roll
         assert f"model: yours sha256:{'0' * 64}, the swarm's {model}" in err
         assert not BlobStore(tmp_path / "joiner" / "store").has(model)  # refused before fetching anything
 
-        joined = join("--rounds", "2", "--lr", "0.003")  # the peer's own learning rate
+        # Three rounds: under load a round's records can miss the DHT (logged, the swarm goes on), and a round
+        # whose host groups all score alike teaches nothing; 16 answers a group makes that rare.
+        joined = join("--rounds", "3", "--lr", "0.003")  # the peer's own learning rate
         assert joined.returncode == 0, joined.stderr
         r = json.loads(joined.stdout)
         assert r["swarm"]["base_model"] == model and r["swarm"]["tasks"] == ["tiny_sum"]
         assert r["swarm"]["host"] == boot[1].rsplit("/p2p/", 1)[1]
-        assert r["rounds"][0] >= 1 and len(r["rounds"]) == 2  # the swarm's round, not 0
-        assert r["rollouts_shared"] == 2 * 2 * 8  # the host's I and group size
+        assert r["rounds"][0] >= 1 and len(r["rounds"]) == 3  # the swarm's round, not 0
+        assert r["rollouts_shared"] == 3 * 2 * 16  # the host's I and group size
         assert r["external_groups_seen"] >= 1, joined.stderr + "".join(host.lines)
         assert r["external_groups_used"] >= 1, "the joiner never trained on the host's rollouts\n" + "".join(host.lines)
         assert r["model"] != model
