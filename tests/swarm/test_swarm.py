@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bitswarm.jobs.train_job import load_run_spec, prepare
@@ -169,4 +170,30 @@ def test_a_peer_trains_on_the_token_ids_it_sampled_end_of_turn_included(warm_tin
     refs = tiny_mix.sample(settings.task_seed, report["round"], peer.public_key, settings.local)
     rendered = [tok(peer._render(tok, ref), add_special_tokens=False)["input_ids"] for ref in refs]
     assert all(r["prompt_ids"] in rendered for r in own)  # the context generation saw, token for token
+    swarm.close()
+
+
+def test_a_peer_keeps_its_adamw_moments_across_rounds_and_restarts(warm_tiny, tiny_mix, tmp_path):
+    """Each round's update starts from the previous update's AdamW state (a CID in its spec, so a
+    replay derives the same start), and a restarted peer picks it up with its policy."""
+    from bitswarm.repro.train import TrainState, latest_checkpoint
+
+    store, model = warm_tiny
+    swarm = LocalSwarm(store, model, tmp_path, tiny_mix, PeerSettings(**{**FAST.__dict__, "local": 4, "external": 0}))
+    swarm.add_peer("solo")
+    for _ in range(8):  # until two rounds have updated (a round whose groups all tie has nothing to learn)
+        swarm.run_round()
+        updated = [r for r in swarm.peers["solo"].history if r["updated"]]
+        if len(updated) >= 2:
+            break
+    first, second = updated[:2]
+    assert load_run_spec(first["run_dir"]).optimizer_state is None  # the peer's first step: zero moments
+    assert load_run_spec(second["run_dir"]).optimizer_state == first["optimizer_state"]
+    assert TrainState.load(latest_checkpoint(second["run_dir"])).beta1_pow == np.float32(0.9) * np.float32(0.9)
+    assert replay(second["run_dir"], prepare(store, load_run_spec(second["run_dir"]))).ok
+
+    swarm.remove_peer("solo")
+    swarm.add_peer("solo")
+    assert swarm.peers["solo"].optimizer_state == updated[-1]["optimizer_state"]
+    assert swarm.peers["solo"].model == updated[-1]["model"]
     swarm.close()

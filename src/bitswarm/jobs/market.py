@@ -87,11 +87,13 @@ def load_doc(store: BlobStore, cid: str) -> dict:
 
 
 def inputs(doc: dict) -> list[str]:
-    """The CIDs a job reads besides its document (model, dataset)."""
+    """The CIDs a job reads besides its document (model, dataset, optimizer state)."""
     spec = doc["spec"]
     cids = [spec["model"]]
     if spec.get("dataset", {}).get("kind") in ("cid", "tensors"):
         cids.append(spec["dataset"]["cid"])
+    if spec.get("optimizer_state"):
+        cids.append(spec["optimizer_state"])
     return cids
 
 

@@ -95,6 +95,9 @@ class TrainSpec(_Strict):
     global_batch: int = Field(ge=1, le=65536, description="sequences per optimizer step")
     lr: LRSpec = LRSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
+    optimizer_state: str | None = Field(
+        None, description="CID of a stored AdamW state (both moments and the bias-correction powers, as a run's "
+        "`optimizer_state` result) to start from instead of zeros; a swarm peer carries its own across rounds")
     seed: int = Field(0, ge=0, lt=2**64, description="seed of the data order")
     loss: Literal["lm", "grpo", "bc"] = Field(
         "lm", description="next-token loss, GRPO on a rollout dataset, or bc (behaviour cloning: the policy's heads' "
@@ -102,10 +105,10 @@ class TrainSpec(_Strict):
     grpo: GRPOSpec = GRPOSpec()
     checkpoint_every: int = Field(10, ge=1, description="steps between checkpoints")
 
-    @field_validator("model")
+    @field_validator("model", "optimizer_state")
     @classmethod
-    def _cid(cls, v: str) -> str:
-        if not is_cid(v):
+    def _cid(cls, v: str | None) -> str | None:
+        if v is not None and not is_cid(v):
             raise ValueError("must be a CID: sha256:<64 lower-case hex>")
         return v
 
@@ -124,6 +127,8 @@ class TrainSpec(_Strict):
             raise ValueError("model_kind 'policy' trains with loss 'bc' on dataset.kind 'tensors'")
         if self.model_kind == "llama" and (self.loss == "bc" or self.dataset.kind == "tensors"):
             raise ValueError("loss 'bc' and dataset.kind 'tensors' are for model_kind 'policy'")
+        if self.model_kind == "policy" and self.optimizer_state is not None:
+            raise ValueError("optimizer_state is for model_kind 'llama'")
         return self
 
     def to_yaml(self) -> str:

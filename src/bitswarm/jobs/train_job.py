@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from bitswarm.errors import BitswarmError
 from bitswarm.jobs.datasets import ArithmeticData, JsonlData, pad_id, to_micro_batch
 from bitswarm.jobs.spec import TrainSpec, parse_spec
@@ -93,11 +95,43 @@ def prepare(store: BlobStore, spec: TrainSpec, backend: str = "numba", micro_bat
     # RoPE tables are constants of the model: built here, never inside a step, so every step
     # calls the same op sequence (an adversary's op=I and a trace's op I name the same call).
     model._rope(0, spec.seq_len)
-    def initial_state() -> repro_train.TrainState:
-        return repro_train.TrainState(load_params(store.checkout(spec.model), cfg), spec.seed)
+    moments = load_optimizer_state(store, spec.optimizer_state) if spec.optimizer_state else None
 
-    return Prepared(model, repro_train.TrainState(params, spec.seed), batches_for_step, hyper_from(spec), spec.seq_len, mb,
-                    initial_state)
+    def start(params: dict) -> repro_train.TrainState:
+        st = repro_train.TrainState(params, spec.seed)
+        if moments is not None:
+            try:
+                st.load_optimizer(moments)
+            except repro_train.TrainError as e:
+                raise JobError(f"optimizer_state {spec.optimizer_state}: {e}") from None
+        return st
+
+    def initial_state() -> repro_train.TrainState:
+        return start(load_params(store.checkout(spec.model), cfg))
+
+    return Prepared(model, start(params), batches_for_step, hyper_from(spec), spec.seq_len, mb, initial_state)
+
+
+OPTIMIZER_STATE_LABEL = "optimizer-state"
+
+
+def store_optimizer_state(store: BlobStore, state: repro_train.TrainState) -> str:
+    """Store a state's AdamW part (a safetensors blob) for a later spec's optimizer_state."""
+    from safetensors.numpy import save
+
+    tensors = {k: np.ascontiguousarray(v).reshape(v.shape) for k, v in state.optimizer_tensors().items()}
+    return store.put_bytes(save(tensors), label=OPTIMIZER_STATE_LABEL)
+
+
+def load_optimizer_state(store: BlobStore, cid: str) -> dict[str, np.ndarray]:
+    """The tensors of a stored optimizer state; checked against the model by TrainState.load_optimizer."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    try:
+        return load(store.read_bytes(cid))
+    except (SafetensorError, ValueError) as e:
+        raise JobError(f"optimizer_state {cid} is not a safetensors file of AdamW moments ({e})") from None
 
 
 def _prepare_policy(store: BlobStore, spec: TrainSpec, B, model_dir: Path, mb: int) -> Prepared:

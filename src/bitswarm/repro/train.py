@@ -116,6 +116,37 @@ class TrainState:
     def hash(self) -> str:
         return state_hash(self.step, self.tensors().items())
 
+    def optimizer_tensors(self) -> dict[str, np.ndarray]:
+        """The AdamW state alone (both moments and the bias-correction powers), named as in
+        tensors(): what a later run starts from to keep its moments (TrainSpec.optimizer_state)."""
+        return {k: v for k, v in self.tensors().items() if k.startswith("opt.")}
+
+    def load_optimizer(self, tensors: dict[str, np.ndarray]) -> None:
+        """Start from a saved AdamW state instead of zeros: exactly the names optimizer_tensors()
+        gives for these parameters, fp32, the same shapes, finite, and powers in (0, 1]."""
+        want = {f"opt.{w}.{k}": v.shape for k, v in self.params.items() for w in ("m", "v")}
+        want |= {"opt.beta1_pow": (), "opt.beta2_pow": ()}
+        missing, extra = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+        if missing or extra:
+            raise TrainError("the optimizer state does not fit this model: "
+                             + "; ".join(f"{what} {', '.join(names[:3])}{' …' if len(names) > 3 else ''}"
+                                         for what, names in (("missing", missing), ("unexpected", extra)) if names))
+        for name, shape in want.items():
+            t = tensors[name]
+            if t.dtype != F32 or t.shape != shape:
+                raise TrainError(f"optimizer state {name}: {t.dtype}{list(t.shape)}, this model needs float32{list(shape)}")
+            if not np.isfinite(t).all():
+                raise TrainError(f"optimizer state {name} holds a NaN or an infinity")
+        if any((tensors[k] < 0).any() for k in want if k.startswith("opt.v.")):
+            raise TrainError("optimizer state: a second moment (opt.v.*) is negative")
+        pows = {k: F32(tensors[k]) for k in ("opt.beta1_pow", "opt.beta2_pow")}
+        if any(not (F32(0) < p <= F32(1)) for p in pows.values()):
+            raise TrainError(f"optimizer state: the bias-correction powers must lie in (0, 1], not "
+                             f"{', '.join(f'{k} = {float(p)}' for k, p in pows.items())}")
+        self.m = {k: np.ascontiguousarray(tensors[f"opt.m.{k}"]).copy() for k in self.params}
+        self.v = {k: np.ascontiguousarray(tensors[f"opt.v.{k}"]).copy() for k in self.params}
+        self.beta1_pow, self.beta2_pow = pows["opt.beta1_pow"], pows["opt.beta2_pow"]
+
     def save(self, path: Path, state_hash: str | None = None, by_reference: bool = False) -> None:
         """Atomically write a checkpoint directory (temp dir, fsync, rename). Pass the state
         hash when it is already known: hashing a SmolLM2 state takes a sizeable part of a step.

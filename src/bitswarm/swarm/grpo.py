@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bitswarm.jobs.spec import parse_spec
-from bitswarm.jobs.train_job import run_training
+from bitswarm.jobs.train_job import run_training, store_optimizer_state
 from bitswarm.models.importer import store_trained
 from bitswarm.repro.train import TrainState, latest_checkpoint
 from bitswarm.store import BlobStore
@@ -55,6 +55,7 @@ class Update:
     step_root: str        # Merkle root over its per-step state hashes
     dataset: str          # CID of the rollout JSONL it trained on
     steps: int
+    optimizer_state: str | None = None  # CID of the AdamW state after it: the next round starts there
 
 
 def rows_jsonl(rows: list[Row]) -> bytes:
@@ -69,16 +70,18 @@ def _record(r: Row) -> dict:
 
 def train_and_store(
     store: BlobStore, model: str, rows: list[Row], out: Path, fields: dict, *, order: str, label: str,
-    micro_batch: int | None = None, backend: str = "numba",
-) -> tuple[str, dict, str]:
+    micro_batch: int | None = None, backend: str = "numba", keep_optimizer: bool = False,
+) -> tuple[str, dict, str, str | None]:
     """Train `model` on `rows` as a `grpo` job with these other spec fields, and store the
-    trained policy; returns (its CID, the run's result, the rollout dataset's CID)."""
+    trained policy; returns (its CID, the run's result, the rollout dataset's CID, and with
+    `keep_optimizer` the CID of the final AdamW state, else None)."""
     dataset = store.put_bytes(rows_jsonl(rows), label=label)
     spec = parse_spec({"model": model, "dataset": {"kind": "cid", "cid": dataset, "order": order}, "loss": "grpo",
                        **fields})
     result = run_training(store, spec, out, backend=backend, micro_batch=micro_batch)
     state = TrainState.load(latest_checkpoint(out))
-    return store_trained(store, model, state.params, label=label), result, dataset
+    moments = store_optimizer_state(store, state) if keep_optimizer else None
+    return store_trained(store, model, state.params, label=label), result, dataset, moments
 
 
 def update(
@@ -92,16 +95,19 @@ def update(
     micro_batch: int = 8,
     seed: int = 0,
     backend: str = "numba",
+    optimizer_state: str | None = None,
 ) -> Update:
     """One optimizer step of `model` on all `rows` (micro-batches of at most `micro_batch` rows,
     which never changes the bits) and store the result.
 
-    One step per round, not one per micro-batch: each round starts a fresh AdamW, whose first
-    steps move every weight by about lr whatever the gradient, so several per round overshoot."""
+    The step starts from `optimizer_state` (the previous round's AdamW moments and powers; None:
+    zeros, a peer's first round), and the update returns the new one, so a peer's AdamW runs
+    on across rounds as in one long training run. One step per round, not one per micro-batch:
+    the whole round's rollouts make one gradient."""
     if not rows:
         raise ValueError("a GRPO update needs at least one rollout")
     mb = next(d for d in range(min(micro_batch, len(rows)), 0, -1) if len(rows) % d == 0)
-    new_model, result, dataset = train_and_store(store, model, rows, out, {
+    new_model, result, dataset, moments = train_and_store(store, model, rows, out, {
         "seq_len": seq_len,
         "steps": 1,
         "global_batch": len(rows),
@@ -109,6 +115,7 @@ def update(
         "optimizer": {"weight_decay": 0.0, "grad_clip": 1.0},
         "seed": seed % 2**64,
         "checkpoint_every": 10_000,
-    }, order="sequential", label="swarm-policy", micro_batch=mb, backend=backend)
+        "optimizer_state": optimizer_state,
+    }, order="sequential", label="swarm-policy", micro_batch=mb, backend=backend, keep_optimizer=True)
     transcript, _ = build_transcript(store, out)
-    return Update(new_model, out, transcript, result["step_hashes_root"], dataset, 1)
+    return Update(new_model, out, transcript, result["step_hashes_root"], dataset, 1, moments)

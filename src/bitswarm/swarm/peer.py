@@ -120,6 +120,9 @@ class SwarmPeer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         saved = self._load_state()
         self.model = saved.get("model", model)
+        # The AdamW state that goes with self.model (None until the first update): saved with it,
+        # so a restarted peer's optimizer continues rather than starting from zero moments.
+        self.optimizer_state: str | None = saved.get("optimizer_state")
         self.next_round = saved.get("next_round", 0)
         # Record numbers never repeat, across restarts too: peers treat a reused one as a replay.
         self.seq = saved.get("seq", 0)
@@ -140,7 +143,8 @@ class SwarmPeer:
 
     def _save_state(self) -> None:
         atomic_write_text(self.workdir / STATE_FILE, json.dumps({
-            "model": self.model, "next_round": self.next_round, "seq": self.seq, "history": self.history,
+            "model": self.model, "optimizer_state": self.optimizer_state, "next_round": self.next_round,
+            "seq": self.seq, "history": self.history,
             "rollouts_shared": self.rollouts_shared, "rollouts_used_external": self.rollouts_used_external,
         }, indent=1))
 
@@ -307,9 +311,11 @@ class SwarmPeer:
                 self.store, self.model, rows, self.workdir / "rounds" / f"{r:06d}",
                 seq_len=self._seq_len(rows, tok), lr=s.lr, micro_batch=s.micro_batch,
                 seed=_seed_of("update", self.public_key, r), backend="native" if s.backend == "native" else "numba",
+                optimizer_state=self.optimizer_state,
             )
-            self.model = upd.model
-            report.update(updated=True, model=upd.model, transcript=upd.transcript, step_root=upd.step_root,
+            self.model, self.optimizer_state = upd.model, upd.optimizer_state
+            report.update(updated=True, model=upd.model, optimizer_state=upd.optimizer_state,
+                          transcript=upd.transcript, step_root=upd.step_root,
                           run_dir=str(upd.run_dir), dataset=upd.dataset)
             if self.coordinator is not None:
                 batch = claims.encode_batch(r, self.public_key, [(g.ref, g.completions) for g in local])

@@ -38,7 +38,7 @@ def warm_start(
 ) -> str:
     """The CID of `model` after `steps` supervised steps on the mix's prompts and answers."""
     rows, longest = sft_rows(store, model, mix, examples, seed)
-    trained, _, _ = train_and_store(store, model, rows, out, {
+    trained, _, _, _ = train_and_store(store, model, rows, out, {
         "seq_len": max(2, longest - 1),
         "steps": steps,
         "global_batch": batch,
