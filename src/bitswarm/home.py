@@ -9,6 +9,10 @@ from pathlib import Path
 
 HOME_ENV = "BITSWARM_HOME"
 DEFAULT_HOME = Path("~/.bitswarm")
+# In each swarm peer's folder: one line per round it ran (what the round was worth, without the
+# CIDs and paths that peer.json keeps for resuming), for the dashboard's reward curves. Named
+# here, not in swarm.peer, so that readers (the dashboard, the demo) need not import the swarm (torch).
+SWARM_REPORTS_LOG = "round_reports.jsonl"
 
 
 @dataclass(frozen=True)

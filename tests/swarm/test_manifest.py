@@ -53,13 +53,26 @@ def test_a_manifest_round_trips_and_only_its_host_signs_it():
         manifest.encode_signed(manifest.decode_verified(blob), other)
 
 
-@pytest.mark.parametrize("field, value", [("model", "not-a-cid"), ("round_seconds", 0.0), ("start", -1.0)])
+@pytest.mark.parametrize("field, value", [
+    ("model", "not-a-cid"), ("round_seconds", 0.0), ("start", -1.0),
+    ("chain", {"chain_id": 1, "coordinator": "0x" + "11" * 20, "first_round": 0}),
+    ("chain", {"chain_id": 1, "coordinator": "not an address", "first_round": 1}),
+    ("chain", {"chain_id": 1, "coordinator": "0x" + "11" * 20, "first_round": 1, "rpc": "http://evil"}),
+])
 def test_a_manifest_outside_the_schema_is_refused(field, value):
     key = peer_key.generate()
     env = json.loads(signed(key))
     env["manifest"][field] = value
     with pytest.raises(ManifestError, match="schema"):
         manifest.decode_verified(json.dumps(env, sort_keys=True, separators=(",", ":")).encode())
+
+
+def test_a_manifest_names_the_chain_that_counts_its_rounds():
+    key = peer_key.generate()
+    ref = manifest.ChainRef(chain_id=31337, coordinator="0x" + "ab" * 20, first_round=7)
+    man = manifest.decode_verified(signed(key, chain=ref), host=public_key_hex(key))
+    assert man.chain == ref
+    assert manifest.decode_verified(signed(key)).chain is None  # a manifest without one: rounds by the clock
 
 
 def test_unknown_tasks_in_a_manifest_are_said_in_words():
@@ -102,7 +115,7 @@ def test_join_takes_model_tasks_settings_and_round_from_the_manifest(joiner):
     host_manifest(joiner, model, round_seconds=3600.0)
     r = cli_json(["swarm", "join", "--bootstrap", HOST_BOOTSTRAP, "--rounds", "1", "--json"])
     assert r["swarm"] == {"host": peer_key.peer_id(HOST_KEY), "base_model": model, "tasks": ["tiny_sum"],
-                          "round_seconds": 3600.0}
+                          "round_seconds": 3600.0, "chain": None}  # rounds by the clock, not on a chain
     assert r["rounds"] == [0] and r["external_groups_used"] == 1  # the host's record, one group (I = 1)
     assert r["rollouts_shared"] == 1 * 2  # the swarm's I and group size, not the CLI's defaults (4 x 4)
 

@@ -3,6 +3,8 @@ claims, and an inflated claim refuted, voted down and slashed."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bitswarm.ledger.client import CREDIT, ROLE_REFEREE, ROLE_SWARM, ROLE_VERIFIER
@@ -172,3 +174,108 @@ def test_join_ledger_stops_at_a_refused_submission_with_the_reason(on_chain, cha
     assert res.exit_code == 1, res.output
     assert "round 1 was trained, but the chain refused its claim" in res.stderr
     assert "already submitted for this round" in res.stderr
+
+
+# -- rounds counted on chain: `swarm run --ledger` and a joiner that follows them ---------------
+
+def test_a_chain_schedule_follows_the_contracts_round_and_closes_a_due_one(chain):
+    from bitswarm.swarm.coordinator import ChainSchedule
+
+    owner = chain.ledger(0)
+    first = owner.swarm_round()
+    watcher = ChainSchedule(chain.ledger(1), first)  # reads only
+    closer = ChainSchedule(owner, first, advance=True, poll_s=0.05)
+    assert watcher.current() == 0 and watcher.round_seconds == owner.call("SwarmCoordinator", "round_duration")
+    owner.swarm_advance_round()  # the owner may cut a round short
+    assert watcher.current() == closer.current() == 1
+    watcher.wait_for(1)  # reached already: returns at once
+    # Once a round's duration has passed on chain, a waiting peer with `advance` closes it itself.
+    owner.increase_time(int(closer.round_seconds))
+    closer.wait_for(2)
+    assert watcher.current() == 2 and owner.swarm_round() == first + 2
+    with pytest.raises(ValueError, match="chain round, 1 or more"):
+        ChainSchedule(owner, 0)
+
+
+def test_a_joiner_on_another_chain_is_refused_naming_both(chain):
+    from bitswarm.cli.output import UserError
+    from bitswarm.cli.swarm_cmd import _same_chain
+    from bitswarm.swarm.manifest import ChainRef
+
+    lg = chain.ledger(0)
+    ours = lg.deployment.contracts["SwarmCoordinator"]
+    _same_chain(lg, ChainRef(chain_id=lg.deployment.chain_id, coordinator=ours.lower(), first_round=1))
+    with pytest.raises(UserError, match=f"chain {lg.deployment.chain_id + 1} at SwarmCoordinator") as e:
+        _same_chain(lg, ChainRef(chain_id=lg.deployment.chain_id + 1, coordinator=ours, first_round=1))
+    assert f"this node's chain is {lg.deployment.chain_id} with SwarmCoordinator {ours}" in str(e.value)
+
+
+@pytest.mark.slow  # two bitswarm processes, their p2p daemons and a devnet: about a minute
+def test_swarm_run_ledger_counts_rounds_on_chain_and_a_joiner_follows_them(chain, warm_tiny, tmp_path):
+    """The host's rounds are the chain's: it waits for the chain to move on (here the owner cuts
+    rounds short), records its first peer's rounds there, and names the chain in its manifest, so
+    a joiner takes the round from the contract, not from a clock: after one cut, round 1, long
+    before the 60 s round duration would have said so."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import uuid
+
+    from bitswarm.store import BlobStore
+
+    from .support import live_p2pd
+    from .test_swarm_cli import Host, _home
+
+    marker = uuid.uuid4().hex
+    src, model = warm_tiny
+    host_env = _home(tmp_path / "host", marker) | {"BITSWARM_RPC": chain.url}
+    join_env = _home(tmp_path / "joiner", marker) | {"BITSWARM_RPC": chain.url}
+    src.get(model, tmp_path / "model")
+    BlobStore(tmp_path / "host" / "store").put(tmp_path / "model")
+    need = chain.ledger(0).swarm_stake() // CREDIT
+    for args in (["ledger", "fund", "--credits", "100"], ["node", "register", "--roles", "swarm", "--stake", str(2 * need)]):
+        done = subprocess.run([sys.executable, "-m", "bitswarm", *args, "--json"], env=host_env, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+    owner = chain.ledger(0)
+    first = owner.swarm_round()
+    host = Host(host_env, "--peers", "1", "--rounds", "1000", "--model", model, "--local", "2", "--external", "1",
+                "--group-size", "8", "--max-new-tokens", "12", "--lr", "1e-6", "--tasks", "tiny", "--ledger")
+    try:
+        boot = [arg for m in host.bootstrap() for arg in ("--bootstrap", m)]
+        assert f"swarm round r is chain round {first} + r" in host.wait_for("rounds on chain")
+        host.wait_for("round   0")
+        owner.swarm_advance_round()
+        host.wait_for("round   1")
+
+        def join(env: dict, *args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "bitswarm", "swarm", "join", *boot, "--listen",
+                                   "/ip4/127.0.0.1/tcp/0", *args, "--json"],
+                                  env=env, capture_output=True, text=True, timeout=300, check=False)
+
+        blind = join(join_env | {"BITSWARM_RPC": "http://127.0.0.1:9"}, "--rounds", "1")
+        assert blind.returncode == 1
+        assert f"this swarm counts its rounds on chain {owner.deployment.chain_id}" in json.loads(blind.stdout)["error"]
+
+        joined = join(join_env, "--rounds", "1")  # no account needed to follow the chain's rounds
+        assert joined.returncode == 0, joined.stderr
+        r = json.loads(joined.stdout)
+        assert r["rounds"] == [1] and r["swarm"]["chain"]["first_round"] == first
+        assert r["swarm"]["chain"]["coordinator"] == owner.deployment.contracts["SwarmCoordinator"]
+    finally:
+        code = host.stop(signal.SIGTERM)
+        out = host.proc.stdout.read()
+        deadline = time.monotonic() + 10
+        while live_p2pd(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert code == 130, "".join(host.lines)
+    assert not live_p2pd(marker)
+    # Each round the host's first peer trained is recorded in chain round first + r, by the host's identity.
+    host_address = json.loads(subprocess.run([sys.executable, "-m", "bitswarm", "identity", "show", "--json"],
+                                             env=host_env, capture_output=True, text=True, check=True).stdout)["address"]
+    for r in (0, 1):
+        line = host.wait_for(f"round   {r}  ")
+        if "no update" not in line:  # a round whose groups all tie trains nothing and claims nothing
+            assert "recorded on chain" in line, out
+            assert owner.swarm_submission(first + r, host_address)["status"] == "open"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -45,8 +47,9 @@ def _require_model(store, model: str) -> None:
 
 def _print_round(report: dict) -> None:
     used = f"{report['local_groups']} local + {report['external_groups']} external groups"
+    chain = "  recorded on chain" if report.get("submitted") else ""
     err.print(f"round {report['round']:>3}  {report['peer']:<10} reward {report['reward']:.3f}  "
-              f"{used if report['updated'] else 'no informative group: no update'}  {report['seconds']:.1f}s",
+              f"{used if report['updated'] else 'no informative group: no update'}  {report['seconds']:.1f}s{chain}",
               highlight=False)
 
 
@@ -118,6 +121,38 @@ def _node_key(st):
     from bitswarm.node import identity
 
     return identity.peer_private_key(st.home)
+
+
+@dataclass
+class _ChainRounds:
+    """A host's rounds on chain: its ledger client, the coordinator that records the first
+    peer's rounds there, and the schedule that maps swarm rounds to chain rounds."""
+    ledger: Any
+    coordinator: Any
+
+    def schedule(self, at_round: int):
+        from bitswarm.swarm.coordinator import ChainSchedule
+
+        # The chain's current round is the swarm's `at_round` (0 for a new swarm; a resumed one
+        # goes on from its peers' round). A chain behind a resumed swarm waits for it to catch up.
+        s = ChainSchedule(self.ledger, max(1, self.ledger.swarm_round() - at_round), advance=True)
+        self.coordinator.round_offset = s.first_round
+        return s
+
+
+def _chain_rounds(st, host) -> _ChainRounds:
+    from bitswarm.cli.ledger_cmd import connect
+    from bitswarm.ledger.errors import LedgerError
+    from bitswarm.swarm.coordinator import ChainCoordinator
+    from bitswarm.swarm.records import public_key_hex
+
+    lg = connect(st, with_account=True)
+    coordinator = ChainCoordinator({public_key_hex(host): lg})
+    try:  # every round locks stake and costs gas: say so now, not after the first round's training
+        coordinator.check_ready()
+    except LedgerError as exc:
+        raise UserError(str(exc)) from None
+    return _ChainRounds(lg, coordinator)
 
 
 def _serve_model(store, key, model: str, listen: str):
@@ -216,6 +251,11 @@ def run(
     round_seconds: float = typer.Option(60.0, "--round-seconds", min=0.1, help="hivemind: a round's slot. Round r "
                                         "starts r slots after round 0, so a joiner reads the current round from "
                                         "its clock; a swarm that falls behind skips to the current slot."),
+    ledger: bool = typer.Option(False, "--ledger", help="hivemind: count rounds on the chain's SwarmCoordinator "
+                                "(a round lasts until it is closed on chain, which anyone may do after the "
+                                "contract's round duration; this node does) instead of --round-seconds, name the "
+                                "chain in the manifest so joiners follow it, and record the first peer's rounds "
+                                "there (needs ETH for gas and `bitswarm node register --roles swarm --stake N`)."),
     as_json: bool = _C["as_json"],
 ):
     """Run a swarm of --peers peers on this machine for --rounds SAPO rounds.
@@ -240,6 +280,8 @@ def run(
             raise UserError(str(exc)) from None
         store = st.store()
         _require_model(store, model)
+        if ledger and transport != "hivemind":
+            raise UserError("--ledger counts a joinable swarm's rounds on chain: it needs --transport hivemind")
         extra = {}
         host = exchange = None
         if transport == "hivemind":
@@ -252,6 +294,8 @@ def run(
         opened = _open_state(st, "run", defn, workdir)
         started_at = []
         announce = []
+        chain = _chain_rounds(st, host) if ledger else None
+        chain_ref = []
 
         def on_start(swarm) -> None:
             started_at.append(swarm.round)
@@ -259,7 +303,16 @@ def run(
             if host is not None:
                 from bitswarm.swarm import manifest
 
-                man = manifest.build(host, model, mix, settings, swarm.schedule, exchange.maddrs[:8])
+                ref = None
+                if chain is not None:
+                    dep = chain.ledger.deployment
+                    ref = manifest.ChainRef(chain_id=dep.chain_id, coordinator=dep.contracts["SwarmCoordinator"],
+                                            first_round=swarm.schedule.first_round)
+                    chain_ref.append(ref)
+                    err.print(f"rounds on chain {ref.chain_id} (SwarmCoordinator {ref.coordinator}): swarm round r is "
+                              f"chain round {ref.first_round} + r; a round ends when it is closed on chain, which "
+                              f"anyone may do after {swarm.schedule.round_seconds:g} s (this node does)", highlight=False)
+                man = manifest.build(host, model, mix, settings, swarm.schedule, exchange.maddrs[:8], chain=ref)
                 announce.append(manifest.encode_signed(man, host))
                 publish(swarm)
                 _print_bootstrap(next(iter(swarm.peers.values())).transport.visible_maddrs())
@@ -277,13 +330,19 @@ def run(
                         store, model, opened.dir, peers, rounds, mix, settings, transport, on_report=_print_round,
                         on_start=on_start, adversaries=adversaries,
                         keys=node_peer_keys(host, "peer-0") if host is not None else None, listen=listen,
-                        round_seconds=round_seconds if host is not None else None, before_round=publish)
+                        round_seconds=round_seconds if host is not None else None, before_round=publish,
+                        schedule=chain.schedule if chain is not None else None,
+                        coordinator=chain.coordinator if chain is not None else None)
                 finally:
                     if exchange is not None:
                         exchange.close()
         except TransportError as exc:
             raise UserError(str(exc)) from None
         summary["state"] = opened.as_json(started_at[0])
+        if chain_ref:
+            summary["chain"] = chain_ref[0].model_dump() | {
+                "submitted": sum(p["submitted"] for p in summary["peers"]), "late": list(chain.coordinator.late),
+                "errors": list(chain.coordinator.errors), "chain_round": chain.ledger.swarm_round()}
         if as_json:
             emit_json(summary)
             return
@@ -343,6 +402,27 @@ def _read_manifest(transport, bootstrap: list[str]):
     return None, None
 
 
+def _follow_chain(st, ref):
+    """A read-only client of this node's chain, to read a swarm's rounds from its SwarmCoordinator."""
+    from bitswarm.cli.ledger_cmd import connect
+    from bitswarm.ledger.errors import LedgerError
+
+    try:
+        return connect(st, with_account=False)
+    except (LedgerError, UserError) as exc:
+        raise UserError(f"this swarm counts its rounds on chain {ref.chain_id} (SwarmCoordinator {ref.coordinator}), "
+                        f"and this node cannot read a chain: {str(exc).rstrip('.')}. Point it at the swarm's chain; "
+                        "no account is needed to follow its rounds (only to record yours, with --ledger)") from None
+
+
+def _same_chain(lg, ref) -> None:
+    ours = lg.deployment.contracts["SwarmCoordinator"]
+    if lg.deployment.chain_id != ref.chain_id or ours.lower() != ref.coordinator.lower():
+        raise UserError(f"this swarm counts its rounds on chain {ref.chain_id} at SwarmCoordinator {ref.coordinator}, "
+                        f"but this node's chain is {lg.deployment.chain_id} with SwarmCoordinator {ours}: point it at "
+                        "the swarm's chain (BITSWARM_RPC or `bitswarm config set rpc_url URL`), or join another swarm")
+
+
 @app.command()
 def join(
     ctx: typer.Context,
@@ -368,7 +448,7 @@ def join(
     Only --bootstrap is needed: the host's signed manifest gives the model (fetched from the
     host), tasks, settings and round schedule. Options given as well must agree with it."""
     from bitswarm.swarm import state as swarm_state
-    from bitswarm.swarm.coordinator import SubmissionError
+    from bitswarm.swarm.coordinator import ChainSchedule, SubmissionError
     from bitswarm.swarm.hivemind_transport import HivemindTransport
     from bitswarm.swarm.manifest import PEER_OWN, mismatches
     from bitswarm.swarm.peer import PeerSettings, SwarmPeer
@@ -415,6 +495,10 @@ def join(
                 model, mix = man.model, man.task_mix()
                 settings = PeerSettings(**{**man.settings.model_dump(), **{k: given[k] for k in PEER_OWN if k in given}})
                 schedule = man.schedule
+                if man.chain is not None:  # rounds are the chain's: follow them there (an account only for --ledger)
+                    lg = lg or _follow_chain(st, man.chain)
+                    _same_chain(lg, man.chain)
+                    schedule = ChainSchedule(lg, man.chain.first_round, advance=ledger)
                 _fetch_model(store, key, man, listen, not as_json)
             elif model is None:
                 raise UserError(f"no swarm manifest from {' or '.join(_host_ids(bootstrap)) or 'the bootstrap peers'}: "
@@ -439,7 +523,9 @@ def join(
                 peer.next_round = max(peer.next_round, schedule.current())
                 end = peer.next_round + rounds
             from_round = peer.next_round
-            if coordinator is not None:
+            if coordinator is not None and isinstance(schedule, ChainSchedule):
+                coordinator.round_offset = schedule.first_round  # the swarm's own map from rounds to chain rounds
+            elif coordinator is not None:
                 # The round this peer runs now is the chain's current round (a resumed peer may be
                 # past --start-round: mapping from --start-round would aim every claim at a future round).
                 coordinator.round_offset = lg.swarm_round() - peer.next_round
@@ -461,7 +547,8 @@ def join(
             "peer_id": transport.peer_id, "rounds": [r["round"] for r in reports],
             "rewards": [r["reward"] for r in reports], "model": peer.model,
             "swarm": {"host": host, "base_model": model, "tasks": list(mix.names),
-                      "round_seconds": man.round_seconds if man is not None else None},
+                      "round_seconds": man.round_seconds if man is not None else None,
+                      "chain": man.chain.model_dump() if man is not None and man.chain is not None else None},
             "rollouts_shared": sum(r["rollouts_shared"] for r in reports),
             "external_groups_used": sum(r["external_groups"] for r in reports),
             "external_groups_seen": sum(r["external_available"] for r in reports),  # informative or not

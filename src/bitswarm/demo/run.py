@@ -398,7 +398,7 @@ def _round_means(summary: dict) -> tuple[float, float]:
 
 def _swarm_rounds_logged(home: Path) -> int:
     from bitswarm.store.jsonl import read_lines
-    from bitswarm.swarm.peer import REPORTS_LOG
+    from bitswarm.home import SWARM_REPORTS_LOG
 
-    rounds = [r.get("round", -1) for f in (home / "swarm").glob(f"run-*/*/{REPORTS_LOG}") for r in read_lines(f)]
+    rounds = [r.get("round", -1) for f in (home / "swarm").glob(f"run-*/*/{SWARM_REPORTS_LOG}") for r in read_lines(f)]
     return max(rounds, default=-1) + 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -134,3 +135,48 @@ class ChainCoordinator:
             elif ledger.swarm_submission(r)["status"] == "open":  # refuted or upheld ones are settled already
                 ledger.swarm_release(r)
         self._pending[peer] = still
+
+
+class ChainSchedule:
+    """The swarm's rounds as the SwarmCoordinator counts them: swarm round r is chain round
+    `first_round + r`, read from the contract, so every peer that can read the chain agrees on
+    the round without trusting anyone's clock or word.
+
+    The same interface as manifest.Schedule (current, wait_for; start and round_seconds describe
+    it). A round ends when someone closes it on chain: anyone may once its duration has passed,
+    so a waiting peer with `advance` (and ETH for gas) closes it itself, and the swarm goes on
+    without its host; a read-only peer only waits. Closing twice loses nothing: the second
+    attempt reverts ("round still running") and is ignored."""
+
+    def __init__(self, ledger, first_round: int, *, advance: bool = False, poll_s: float = 0.5):
+        if first_round < 1:
+            raise ValueError(f"first_round is a chain round, 1 or more, not {first_round}")
+        self.ledger, self.first_round, self.advance, self.poll_s = ledger, first_round, advance, poll_s
+        self.round_seconds = float(ledger.call("SwarmCoordinator", "round_duration"))
+        # When round 0 would have begun had every round run its full duration (for the manifest's description).
+        started = float(ledger.call("SwarmCoordinator", "round_started_at"))
+        self.start = max(0.0, started - (ledger.swarm_round() - first_round) * self.round_seconds)
+        self.advance_errors: list[str] = []
+
+    def current(self) -> int:
+        return max(0, self.ledger.swarm_round() - self.first_round)
+
+    def wait_for(self, round_: int, sleep: Callable[[float], None] | None = None) -> None:
+        """Return once the chain has reached swarm round `round_` (at once if it has)."""
+        sleep = sleep or time.sleep
+        while self.current() < round_:
+            if self.advance:
+                self._close_if_due()
+            sleep(self.poll_s)
+
+    def _close_if_due(self) -> None:
+        due = float(self.ledger.call("SwarmCoordinator", "round_started_at")) + self.round_seconds
+        # The next block's timestamp is at least the wall clock on a live chain; a dev chain's may be ahead.
+        if max(time.time(), float(self.ledger.timestamp())) < due:
+            return
+        try:
+            self.ledger.swarm_advance_round()
+        except LedgerError as exc:  # someone closed it first, or no gas: the round still ends when anyone closes it
+            if len(self.advance_errors) < 8:
+                self.advance_errors.append(str(exc))
+                log.info("closing chain round %d: %s", self.ledger.swarm_round(), exc)

@@ -17,6 +17,13 @@ Schedule. Round r runs from start + r * round_seconds; every peer computes the c
 from its own clock with `Schedule.current()`, so a joiner needs no round number from anyone
 (clocks must agree to well within a round; NTP does). A host that falls behind skips to the
 current round rather than publishing into rounds the others have left.
+
+On chain (`swarm run --ledger`): the manifest's `chain` names the chain id, the
+SwarmCoordinator's address and `first_round`, the chain round that is the swarm's round 0. Then
+the chain's `current_round` is the clock: swarm round r is chain round first_round + r, every
+peer reads it from the contract (coordinator.ChainSchedule), and a round ends when someone
+closes it on chain (anyone may once its duration has passed; the host does). `start` and
+`round_seconds` then only describe it (round_seconds is the contract's round duration).
 """
 
 from __future__ import annotations
@@ -83,6 +90,14 @@ class Settings(BaseModel):
     chat: bool
 
 
+class ChainRef(BaseModel):
+    """Where a swarm's rounds are counted: the chain and its SwarmCoordinator contract."""
+    model_config = _STRICT
+    chain_id: int = Field(gt=0, lt=2**63)
+    coordinator: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
+    first_round: int = Field(ge=1, lt=2**63)  # the chain round that is the swarm's round 0
+
+
 class Manifest(BaseModel):
     model_config = _STRICT
     host: str = Field(pattern=r"^[0-9a-f]{64}$")  # the signing key: raw Ed25519 public key, hex
@@ -92,6 +107,7 @@ class Manifest(BaseModel):
     start: float = Field(ge=0, allow_inf_nan=False)  # unix seconds at which round 0 began
     round_seconds: float = Field(gt=0, le=86_400, allow_inf_nan=False)
     model_sources: list[_MADDR] = Field(max_length=8)  # where the host serves the model blob
+    chain: ChainRef | None = None  # rounds counted on this chain's SwarmCoordinator (`swarm run --ledger`)
 
     def task_mix(self) -> TaskMix:
         """The swarm's task mix, built from this version's own task definitions (a remote peer
@@ -134,12 +150,12 @@ class Schedule:
 
 
 def build(host: Ed25519PrivateKey, model: str, mix: TaskMix, settings: PeerSettings, schedule: Schedule,
-          model_sources: list[str]) -> Manifest:
+          model_sources: list[str], chain: ChainRef | None = None) -> Manifest:
     return Manifest(
         host=public_key_hex(host), model=model,
         tasks=Tasks(names=list(mix.names), weights=[float(w) for w in mix.weights], size=mix.size),
         settings=Settings(**dataclasses.asdict(settings)), start=float(schedule.start),
-        round_seconds=float(schedule.round_seconds), model_sources=list(model_sources),
+        round_seconds=float(schedule.round_seconds), model_sources=list(model_sources), chain=chain,
     )
 
 

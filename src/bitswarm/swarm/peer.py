@@ -25,6 +25,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bitswarm.home import SWARM_REPORTS_LOG
 from bitswarm.store import BlobStore
 from bitswarm.store.atomic import atomic_write_text
 from bitswarm.store.jsonl import append_line
@@ -37,9 +38,6 @@ from bitswarm.swarm.transport import Transport
 
 log = logging.getLogger(__name__)
 STATE_FILE = "peer.json"
-# One line per round this peer ran, for the dashboard's reward curves: what each round was worth,
-# without the CIDs and paths that peer.json keeps for resuming.
-REPORTS_LOG = "round_reports.jsonl"
 REPORTED = ("peer", "round", "reward", "local_groups", "external_groups", "external_available", "rollouts_shared",
             "updated", "seconds")
 ROLLOUTS_PER_RECORD = 16
@@ -332,7 +330,7 @@ class SwarmPeer:
         self.history.append(report)
         self.next_round = r + 1
         self._save_state()
-        append_line(self.workdir / REPORTS_LOG, {k: report[k] for k in REPORTED if k in report} | {"time": time.time()})
+        append_line(self.workdir / SWARM_REPORTS_LOG, {k: report[k] for k in REPORTED if k in report} | {"time": time.time()})
         return report
 
     @staticmethod

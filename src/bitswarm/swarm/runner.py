@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -79,7 +80,7 @@ class LocalSwarm:
     adversaries: dict[str, SwarmAdversary] = field(default_factory=dict)
     keys: Callable[[str], Ed25519PrivateKey] | None = None  # name -> key; default: peer_key(swarm_seed, name)
     listen: str = "/ip4/127.0.0.1/tcp/0"  # hivemind: the first peer's listen address
-    schedule: Schedule | None = None  # hivemind joinable from elsewhere: when each round starts
+    schedule: Any = None  # hivemind joinable from elsewhere: when each round starts (a Schedule or ChainSchedule)
     round: int = 0
     seconds: float = 0.0
 
@@ -154,6 +155,7 @@ class LocalSwarm:
                     "rounds": [r["round"] for r in p.history],
                     "updates": sum(1 for r in p.history if r["updated"]),
                     "external_groups_used": sum(r["external_groups"] for r in p.history),
+                    "submitted": sum(1 for r in p.history if r.get("submitted")),  # claims the coordinator took
                     "model": p.model,
                 }
                 for name, p in everyone.items()
@@ -195,18 +197,24 @@ def run_swarm(
     listen: str = "/ip4/127.0.0.1/tcp/0",
     round_seconds: float | None = None,
     before_round: Callable[[LocalSwarm], None] | None = None,
+    schedule: Callable[[int], Any] | None = None,
+    coordinator: Coordinator | None = None,
 ) -> dict:
     """Run the swarm up to round `rounds`. With `round_seconds`, rounds keep to a schedule that
-    starts now at the round the peers resume from; `before_round` runs before each round
-    (a host re-publishes its manifest there)."""
+    starts now at the round the peers resume from; `schedule(round)` gives another one starting
+    there (a coordinator.ChainSchedule: rounds from the chain); `before_round` runs before each
+    round (a host re-publishes its manifest there)."""
     swarm = LocalSwarm(store, model, Path(workdir), mix, settings, transport, swarm_seed,
-                       adversaries=dict(adversaries or {}), keys=keys, listen=listen)
+                       adversaries=dict(adversaries or {}), keys=keys, listen=listen,
+                       **({"coordinator": coordinator} if coordinator is not None else {}))
     try:
         for name in names or peer_names(peers):
             swarm.add_peer(name)
         # Rerunning over the same workdir continues where the peers' saved state left off.
         swarm.round = max(p.next_round for p in swarm.peers.values())
-        if round_seconds:
+        if schedule is not None:
+            swarm.schedule = schedule(swarm.round)
+        elif round_seconds:
             swarm.schedule = Schedule.resuming(swarm.round, round_seconds)
         if on_start:
             on_start(swarm)

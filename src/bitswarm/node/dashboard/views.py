@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bitswarm.home import Home
+from bitswarm.home import SWARM_REPORTS_LOG, Home
 from bitswarm.node.state import NodeState
 from bitswarm.store.jsonl import read_lines
 
@@ -22,7 +22,6 @@ STAGES = {"JobPosted": "posted", "JobClaimed": "claimed", "ResultCommitted": "co
           "JobChallenged": "challenged", "StepFound": "step found", "OpFound": "op found",
           "RefereeVoted": "voted", "VoteExtended": "vote extended", "DisputeSettled": "settled",
           "JobFinalized": "finalized", "JobCancelled": "cancelled"}
-REPORTS_LOG = "round_reports.jsonl"  # swarm.peer.REPORTS_LOG, not imported: the swarm pulls in torch
 REPORT_FIELDS = ("round", "reward", "local_groups", "external_groups", "external_available", "rollouts_shared",
                  "updated", "seconds", "time")
 
@@ -139,7 +138,7 @@ def swarm(home: Home | None) -> list[dict]:
     if home is None or not home.swarms.is_dir():
         return []
     swarms: dict[str, dict[str, list[dict]]] = {}
-    for log in sorted(home.swarms.glob(f"**/{REPORTS_LOG}")):
+    for log in sorted(home.swarms.glob(f"**/{SWARM_REPORTS_LOG}")):
         folder = log.relative_to(home.swarms).parts[0]
         peers = swarms.setdefault(folder, {})
         for row in read_lines(log):
@@ -167,5 +166,5 @@ def file_stamp(home: Home | None) -> tuple:
         return ()
     paths: list[Path] = [home.assist_shared, home.assist_models, home.assist_simulations]
     if home.swarms.is_dir():
-        paths += sorted(home.swarms.glob(f"**/{REPORTS_LOG}"))
+        paths += sorted(home.swarms.glob(f"**/{SWARM_REPORTS_LOG}"))
     return tuple((str(p), p.stat().st_size) for p in paths if p.is_file())
