@@ -125,8 +125,8 @@ def _node_key(st):
 
 @dataclass
 class _ChainRounds:
-    """A host's rounds on chain: its ledger client, the coordinator that records the first
-    peer's rounds there, and the schedule that maps swarm rounds to chain rounds."""
+    """A peer's rounds on chain: the ledger client, the coordinator that records the peer's
+    rounds there, and (for a host) the schedule that maps swarm rounds to chain rounds."""
     ledger: Any
     coordinator: Any
 
@@ -140,15 +140,18 @@ class _ChainRounds:
         return s
 
 
-def _chain_rounds(st, host) -> _ChainRounds:
+def _chain_rounds(st, key) -> _ChainRounds:
+    """This node's ledger client and a coordinator recording the rounds of the peer with `key`,
+    checked first: every round locks stake and costs gas, so say now what is missing, not after
+    the first round's training."""
     from bitswarm.cli.ledger_cmd import connect
     from bitswarm.ledger.errors import LedgerError
     from bitswarm.swarm.coordinator import ChainCoordinator
     from bitswarm.swarm.records import public_key_hex
 
     lg = connect(st, with_account=True)
-    coordinator = ChainCoordinator({public_key_hex(host): lg})
-    try:  # every round locks stake and costs gas: say so now, not after the first round's training
+    coordinator = ChainCoordinator({public_key_hex(key): lg})
+    try:
         coordinator.check_ready()
     except LedgerError as exc:
         raise UserError(str(exc)) from None
@@ -467,16 +470,8 @@ def join(
         key = _node_key(st)
         coordinator = lg = None
         if ledger:
-            from bitswarm.cli.ledger_cmd import connect
-            from bitswarm.ledger.errors import LedgerError
-            from bitswarm.swarm.coordinator import ChainCoordinator
-
-            lg = connect(st, with_account=True)
-            coordinator = ChainCoordinator({public_key_hex(key): lg})
-            try:  # every round locks stake and costs gas: say so now, not after the first round's training
-                coordinator.check_ready()
-            except LedgerError as exc:
-                raise UserError(str(exc)) from None
+            recording = _chain_rounds(st, key)
+            lg, coordinator = recording.ledger, recording.coordinator
         with stages(not as_json) as stage:
             stage("starting the p2p daemon and reaching the bootstrap peers")
             try:
