@@ -53,6 +53,7 @@ def test_swarm_run_with_an_adversary_shows_it_caught(tiny_in_home):
     (["--adversary", "inflate"], "PEER:NAME"),
     (["--lr", "0"], "must be above 0 and at most 1"),  # before any work, not as an invalid spec mid-round
     (["--lr", "2"], "must be above 0 and at most 1"),
+    (["--ledger"], "it needs --transport hivemind"),  # rounds on chain are for a swarm others can join
 ])
 def test_swarm_run_refuses_bad_options(tiny_in_home, args, needle):
     res = runner.invoke(app, ["swarm", "run", "--model", tiny_in_home, "--rounds", "1", *args, "--json"])
