@@ -73,6 +73,8 @@ class Node:
         self.work = Roles(self)
         self._registered: dict[str, str] = {}  # the network snapshot's nodes: lower-case address -> address
         self._registry_block = 0  # the next block to look for NodeRegistered in
+        self._snapped = 0.0  # when the balances/peers/status snapshot was last written
+        self._networked = 0.0  # when the network snapshot was last written
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -297,9 +299,9 @@ class Node:
 
     def _snapshot(self, force: bool = False) -> None:
         now = time.time()
-        if now - getattr(self, "_networked", 0) >= NETWORK_EVERY_S:
+        if now - self._networked >= NETWORK_EVERY_S:
             self._network(now)
-        if not force and now - getattr(self, "_snapped", 0) < SNAPSHOT_EVERY_S:
+        if not force and now - self._snapped < SNAPSHOT_EVERY_S:
             return
         self._snapped = now
         lg = self.ledger
