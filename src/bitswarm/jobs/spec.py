@@ -96,8 +96,9 @@ class TrainSpec(_Strict):
     lr: LRSpec = LRSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
     optimizer_state: str | None = Field(
-        None, description="CID of a stored AdamW state (both moments and the bias-correction powers, as a run's "
-        "`optimizer_state` result) to start from instead of zeros; a swarm peer carries its own across rounds")
+        None, description="CID of a stored AdamW state (a safetensors blob of both moments and the bias-correction "
+        "powers, as train_job.store_optimizer_state writes from a run's final state) to start from instead of "
+        "zeros; a swarm peer carries its own across rounds")
     seed: int = Field(0, ge=0, lt=2**64, description="seed of the data order")
     loss: Literal["lm", "grpo", "bc"] = Field(
         "lm", description="next-token loss, GRPO on a rollout dataset, or bc (behaviour cloning: the policy's heads' "

@@ -117,10 +117,7 @@ OPTIMIZER_STATE_LABEL = "optimizer-state"
 
 def store_optimizer_state(store: BlobStore, state: repro_train.TrainState) -> str:
     """Store a state's AdamW part (a safetensors blob) for a later spec's optimizer_state."""
-    from safetensors.numpy import save
-
-    tensors = {k: np.ascontiguousarray(v).reshape(v.shape) for k, v in state.optimizer_tensors().items()}
-    return store.put_bytes(save(tensors), label=OPTIMIZER_STATE_LABEL)
+    return store.put_bytes(state.optimizer_bytes(), label=OPTIMIZER_STATE_LABEL)
 
 
 def load_optimizer_state(store: BlobStore, cid: str) -> dict[str, np.ndarray]:

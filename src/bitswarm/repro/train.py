@@ -121,6 +121,12 @@ class TrainState:
         tensors(): what a later run starts from to keep its moments (TrainSpec.optimizer_state)."""
         return {k: v for k, v in self.tensors().items() if k.startswith("opt.")}
 
+    def optimizer_bytes(self) -> bytes:
+        """optimizer_tensors() as a safetensors file, in the layout a checkpoint uses."""
+        from safetensors.numpy import save
+
+        return save(_savable(self.optimizer_tensors()))
+
     def load_optimizer(self, tensors: dict[str, np.ndarray]) -> None:
         """Start from a saved AdamW state instead of zeros: exactly the names optimizer_tensors()
         gives for these parameters, fp32, the same shapes, finite, and powers in (0, 1]."""
@@ -163,9 +169,7 @@ class TrainState:
                 raise TrainError("only the initial state (step 0) can be checkpointed by reference")
             meta["initial"] = True
         else:
-            # reshape: ascontiguousarray turns the 0-d scalars (beta powers, seed) into 1-d arrays
-            tensors = {k: np.ascontiguousarray(v).reshape(v.shape) for k, v in self.tensors().items()}
-            save_file(tensors, str(tmp / "state.safetensors"))
+            save_file(_savable(self.tensors()), str(tmp / "state.safetensors"))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -201,6 +205,11 @@ class TrainState:
         if st.hash() != meta["state_hash"]:
             raise TrainError(f"checkpoint {path} is damaged: its state does not hash to {meta['state_hash']}")
         return st
+
+
+def _savable(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # reshape: ascontiguousarray turns the 0-d scalars (beta powers, seed) into 1-d arrays
+    return {k: np.ascontiguousarray(v).reshape(v.shape) for k, v in tensors.items()}
 
 
 def count_loss_tokens(batches: Sequence[MicroBatch]) -> int:
