@@ -123,8 +123,9 @@ SHAPES = [
     (6, 64, 64),
     (12, 3, 128),
     (65, 259, 33),
-    (5, 2100, 70),  # several k chunks (KC = 1024)
+    (5, 2100, 70),  # several k chunks (KC = 256)
     (7, 1025, 65),  # a last k chunk of length one
+    (7, 257, 65),  # two chunks, the last of length one
     (400, 9, 70),  # several row blocks
     (9, 10, 600),  # several column blocks
     (2, 7, 259),

@@ -15,21 +15,21 @@ How it is made fast without changing that order (BLIS-style blocking):
   strided or transposed view (``x @ W.T``) into unit-stride rows. A is read in place through
   a strided view (one broadcast per row and k), except the last rows when M is not a multiple
   of MR, which are copied into a zero-padded MR-row buffer.
-* The micro-kernel holds an MR x NR tile of C in registers (a stack array whose indices are all
-  compile-time constants after unrolling, so LLVM keeps it in vector registers) and runs the
-  fma chains of all MR*NR outputs side by side over a chunk of k. Each output still sees its
-  own k in increasing order; the tile is stored between k chunks, which is exact in fp32, and
-  the chunks are visited in increasing k. Edge tiles run the same micro-kernel on a full-size
+* The micro-kernel holds an MR x NR tile of C in registers (MR*NR/VEC vectors, written in
+  LLVM IR: `_tile_fma`) and runs the fma chains of all MR*NR outputs side by side over a
+  chunk of k. Each output still sees its own k in increasing order; the tile is stored
+  between k chunks, which is exact in fp32, and the chunks are visited in increasing k. Edge tiles run the same micro-kernel on a full-size
   copy; their padded rows/columns compute on zeros and are never stored.
 * Threads (as many as ``numba.get_num_threads()``) only split the output into independent
   blocks, handed out one at a time through an atomic counter; k is never split. So the result
   does not depend on the thread count, the scheduling, the block sizes or the tile sizes.
-  Problems below SERIAL_WORK fma run on the calling thread alone. The threads are either
-  helper threads running the nogil kernel next to the caller (THREADING = "pool", default) or
-  a numba ``prange`` loop (THREADING = "prange"); see THREADING.
+  Problems below SERIAL_WORK fma run on the calling thread alone. The threads are either a
+  numba ``prange`` loop (THREADING = "prange", default) or helper threads running the nogil
+  kernel next to the caller (THREADING = "pool"); see THREADING.
 
-fma is only ever `bitswarm.repro.fp.fma32` (llvm.fma.f32); no fastmath, so LLVM may vectorize
-the chains across outputs but cannot contract, reassociate or flush subnormals.
+fma is only ever llvm.fma (`bitswarm.repro.fp.fma32`, or its vector form lane by lane in the
+micro-kernel); no fastmath, so LLVM may vectorize the chains across outputs but cannot
+contract, reassociate or flush subnormals.
 """
 
 from __future__ import annotations
@@ -41,22 +41,24 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import carray, njit, prange, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
-
-from bitswarm.repro.fp import fma32
 
 __all__ = ["matmul", "matmul_acc", "bmm", "bmm_acc"]
 
 MR = 6  # rows of the register tile
 NR = 64  # columns of the register tile (4 AVX-512 / 8 AVX2 vectors)
-KC = 1024  # k per pass over a C tile: the B micro-panel (KC*NR*4 = 256 KiB) stays in L2
+KC = 256  # k per pass over a C tile: the B micro-panel (KC*NR*4 = 64 KiB) stays near L1;
+#          at 1024 (256 KiB) a 49152-row weight gradient ran at 101 GFLOP/s, at 256 at 132-167
 MC = 1024  # at most this many rows of C per task (a task packs its B columns once)
 NC = 256  # at most this many columns of C per task (multiple of NR)
-THREADING = "pool"  # "pool": helper threads that may join late (robust when cores are busy)
-#                     "prange": numba's parallel loop (a bit faster on an idle machine, but its
-#                     end-of-loop barrier waits for every thread, ~10 ms per call on a busy one)
+THREADING = "prange"  # "prange": numba's parallel loop, the same OpenMP team as the elementwise
+#   kernels (default). "pool": helper threads next to the caller, which join late on a busy
+#   machine without holding anyone up; but after every parallel elementwise op the OpenMP
+#   threads spin for a while and took the cores from the helper: 30 SmolLM2 MLP products, each
+#   after a softmax, ran at 120 GFLOP/s against 173 without the softmax (prange: 166 vs 203).
+#   prange's end-of-loop barrier waits for every thread (~10 ms per call on a busy machine).
 SERIAL_WORK = 1 << 26  # fewer fma (M*N*K) than this: one thread (helpers would cost more)
 
 _JIT = dict(nogil=True, error_model="numpy", boundscheck=False, cache=True)
@@ -90,34 +92,78 @@ def _ptr(typingctx, arr, byte_offset):
     return sig, codegen
 
 
+VEC = 16  # lanes of the micro-kernel's vectors (one AVX-512 register; two AVX2 ones)
+
+
+@intrinsic
+def _tile_fma(typingctx, kc, ap, ars, aks, bp, cp, ldc):
+    """The micro-kernel's loop written directly in LLVM IR: MR x NR accumulators as MR*NR/VEC
+    vectors <VEC x float>, loaded from the C tile, then for k = 0 .. kc-1 in order
+    acc[r, j] = llvm.fma(a[r, k], b[k, j], acc[r, j]) (one vector fma per VEC outputs, a[r, k]
+    broadcast), then stored back. Each lane is one output's own fma chain, so the bits are
+    those of the scalar spec; what the IR fixes is the shape LLVM compiles: with the loop
+    written as scalar code, the first and last k step (which read and write C) came out scalar
+    (16x slower, a quarter of the time at k = 64), and the tile's registers depended on the
+    unroller. On a machine without vector fma LLVM splits or scalarizes the same operations."""
+    ints = (kc, ars, aks, ldc)
+    if not all(isinstance(t, types.Integer) for t in ints):
+        return None
+    f32p = types.CPointer(types.float32)
+    sig = types.void(types.intp, f32p, types.intp, types.intp, f32p, f32p, types.intp)
+
+    def codegen(context, builder, signature, args):
+        kc, ap, ars, aks, bp, cp, ldc = args
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        vec = ir.VectorType(ir.FloatType(), VEC)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{VEC}f32")
+        nv = NR // VEC
+
+        def at(base, offset):
+            return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
+
+        def c_offset(r, v):
+            return builder.add(builder.mul(ldc, ir.Constant(i64, r)), ir.Constant(i64, v * VEC))
+
+        first = [builder.load(at(cp, c_offset(r, v)), align=4) for r in range(MR) for v in range(nv)]
+        entry = builder.block
+        loop = builder.append_basic_block("tile_k")
+        done = builder.append_basic_block("tile_done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        k = builder.phi(i64)
+        accs = [builder.phi(vec) for _ in first]
+        bk = builder.mul(k, ir.Constant(i64, NR))
+        bs = [builder.load(at(bp, builder.add(bk, ir.Constant(i64, v * VEC))), align=4) for v in range(nv)]
+        ak = builder.mul(k, aks)
+        undef = ir.Constant(vec, ir.Undefined)
+        lanes0 = ir.Constant(ir.VectorType(i32, VEC), [0] * VEC)
+        nxt = []
+        for r in range(MR):
+            a = builder.load(builder.gep(ap, [builder.add(builder.mul(ars, ir.Constant(i64, r)), ak)]))
+            splat = builder.shuffle_vector(builder.insert_element(undef, a, ir.Constant(i32, 0)), undef, lanes0)
+            nxt += [builder.call(fma, [splat, bs[v], accs[r * nv + v]]) for v in range(nv)]
+        k1 = builder.add(k, ir.Constant(i64, 1))
+        k.add_incoming(ir.Constant(i64, 0), entry)
+        k.add_incoming(k1, loop)
+        for phi, a0, a1 in zip(accs, first, nxt):
+            phi.add_incoming(a0, entry)
+            phi.add_incoming(a1, loop)
+        builder.cbranch(builder.icmp_signed("<", k1, kc), loop, done)
+        builder.position_at_end(done)
+        for i, acc in enumerate(nxt):
+            builder.store(acc, at(cp, c_offset(i // nv, i % nv)), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(inline="never", **_JIT)
 def _micro_kernel(kc, ap, ars, aks, bp, cp, ldc):
     """C tile at cp (MR x NR, row stride ldc) continues its fma chains over kc >= 1 more k.
 
     A tile at ap: element (r, k) at ap[r*ars + k*aks]; B micro-panel at bp: (k, j) at bp[k*NR + j].
-    The first and the last k step read from / write to C directly (same loop shape as the
-    middle steps, so all three vectorize alike); the middle steps run in registers.
     """
-    acc = carray(_tile_buffer(), (MR, NR))
-    for r in range(MR):  # k = 0, starting from c
-        a = ap[r * ars]
-        for j in range(NR):
-            acc[r, j] = fma32(a, bp[j], cp[r * ldc + j])
-    for k in range(1, kc - 1):
-        for r in range(MR):
-            a = ap[r * ars + k * aks]
-            for j in range(NR):
-                acc[r, j] = fma32(a, bp[k * NR + j], acc[r, j])
-    if kc > 1:  # the last k, into c
-        k = kc - 1
-        for r in range(MR):
-            a = ap[r * ars + k * aks]
-            for j in range(NR):
-                cp[r * ldc + j] = fma32(a, bp[k * NR + j], acc[r, j])
-    else:
-        for r in range(MR):
-            for j in range(NR):
-                cp[r * ldc + j] = acc[r, j]
+    _tile_fma(kc, ap, ars, aks, bp, cp, ldc)
 
 
 @njit(**_JIT)
