@@ -1,14 +1,17 @@
 """Deterministic generation: a request's tokens depend only on (seed, request id, token index),
 its prompt and the model, never on the other requests in the batch or on the thread count.
 
-Each request runs its own prefill (a forward over its prompt alone). Decoding then runs up to
-`batch_size` unfinished requests together, one forward per step over their last tokens, each
-row at its own position in a shared `KVCache` (see `model`): every op is row-local and the
-cache's padding is masked so that it changes no bit, so a row's logits are exactly those of
-decoding that request alone. A request that finishes leaves the batch and the next waiting one
-joins it. Token j of request r: logits of the last position, divided by the temperature (one
-fp32 division), softmax (backend op), then `sample_rows` with u = rng.sample_uniform(seed, r, j)
-and top_p; temperature 0 means greedy (lowest id on ties). Sampling is row-local too.
+Requests that join the batch at the same time are prefilled in one packed pass (`Llama.prefill`:
+their prompts' tokens go through the row-local ops as one block, while attention and the KV
+cache stay per prompt; equal prompts among them are prefilled once), so each request still gets
+the bits of prefilling its prompt alone. Decoding then runs up to `batch_size` unfinished
+requests together, one forward per step over their last tokens, each row at its own position in
+a shared `KVCache` (see `model`): every op is row-local and the cache's padding is masked so
+that it changes no bit, so a row's logits are exactly those of decoding that request alone. A
+request that finishes leaves the batch and the next waiting one joins it. Token j of request r:
+logits of the last position, divided by the temperature (one fp32 division), softmax (backend
+op), then `sample_rows` with u = rng.sample_uniform(seed, r, j) and top_p; temperature 0 means
+greedy (lowest id on ties). Sampling is row-local too.
 """
 
 from __future__ import annotations
@@ -92,29 +95,45 @@ def generate(
     def final_length(n: int) -> int:  # cache positions request n can reach
         return len(prompts[n]) + max_new_tokens - 1
 
+    # prompt -> (logits row, cache) of the latest requests to join, for equal prompts joining
+    # later; a cache stays unextended (joining a batch copies it) until decoding alone adopts it
+    prefilled: dict[tuple[int, ...], tuple[np.ndarray, KVCache]] = {}
+
+    def start(group: list[int]) -> list[tuple[int, KVCache]]:
+        """Prefill these requests in one packed pass, each distinct prompt once (none that is in
+        `prefilled`), and emit their first tokens; returns those that go on, with their caches."""
+        nonlocal prefilled
+        keys = [tuple(int(t) for t in prompts[n]) for n in group]
+        new: dict[tuple[int, ...], int] = {}  # prompts to prefill -> their first request
+        for n, key in zip(group, keys):
+            if key not in prefilled:
+                new.setdefault(key, n)
+        if new:
+            caches = [KVCache(capacity=min(final_length(n), 2 * len(key) + 64)) for key, n in new.items()]
+            prefilled |= zip(new, zip(model.prefill(list(new), caches), caches))
+        prefilled = {key: prefilled[key] for key in keys}  # kept: this group's (bounds the memory)
+        toks = next_tokens(model, np.stack([prefilled[key][0] for key in keys]), temperature, top_p, seed,
+                           [ids[n] for n in group], [0] * len(group))
+        going = []
+        for n, key, tok in zip(group, keys, toks):
+            if not emit(n, tok):
+                going.append((n, prefilled[key][1]))
+        return going
+
     waiting = deque(range(len(prompts)))
     active: list[int] = []  # requests in the batch, in the order of the cache's rows
     cache: KVCache | None = None
-    last_prefill: tuple[tuple[int, ...], np.ndarray, KVCache] | None = None  # equal prompts share it
     with model.decoding():  # weights prepared for decoding, for this call only (Llama.decoding)
         while waiting or active:
             joining: list[tuple[int, KVCache]] = []
-            while waiting and len(active) + len(joining) < batch_size:
-                n = waiting.popleft()
-                key = tuple(int(t) for t in prompts[n])
-                if last_prefill is None or last_prefill[0] != key:
-                    row_cache = KVCache(capacity=min(final_length(n), 2 * len(key) + 64))
-                    logits, _ = model.forward(np.asarray([key], np.int64), cache=row_cache)
-                    last_prefill = (key, logits[-1:].copy(), row_cache)
-                _, row_logits, row_cache = last_prefill
-                [tok] = next_tokens(model, row_logits, temperature, top_p, seed, [ids[n]], [0])
-                if not emit(n, tok):
-                    joining.append((n, row_cache))
+            while waiting and len(active) + len(joining) < batch_size:  # again if some end at once
+                free = batch_size - len(active) - len(joining)
+                joining += start([waiting.popleft() for _ in range(min(free, len(waiting)))])
             if joining:
                 if cache is None and len(joining) == 1:
                     [(n, cache)] = joining  # decoding alone: the prefill's own cache, not a copy,
                     active = [n]
-                    last_prefill = None     # which decoding extends from here on
+                    prefilled.clear()       # which decoding extends from here on
                 else:
                     rows = [n for n in active] + [n for n, _ in joining]
                     longest = max(len(prompts[n]) + len(results[n]) - 1 for n in rows)

@@ -16,6 +16,9 @@ which is one correctly rounded operation per element on every platform. Orders t
   ignores them, exp(-inf - m) = +0 adds nothing to the sum, and in P @ V their terms are
   +0 * -0 (padded values are -0) = -0, and acc + -0 = acc for every acc (also +-0). Every op is
   row-local, so each row's logits are the bits of decoding that sequence alone.
+- Packed prefill (`Llama.prefill`): several prompts' tokens form one block of rows for the
+  row-local ops, each token at its own position; attention and the KV cache stay per prompt, so
+  each prompt gets the bits of its prefill alone.
 - GQA: key/value gradients of a KV head accumulate over its query heads in increasing order.
 - Tied embeddings: the lm_head and the embedding lookup keep separate gradient accumulators,
   added once at the end of the step, so micro-batching cannot reorder either chain.
@@ -23,6 +26,7 @@ which is one correctly rounded operation per element on every platform. Orders t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -296,6 +300,42 @@ class Llama:
 
     # -- forward / backward -------------------------------------------------------------
 
+    def _check_context(self, end: int) -> None:
+        if end > self.cfg.max_position_embeddings:
+            raise ValueError(f"{end} positions exceed the model's context of {self.cfg.max_position_embeddings}")
+
+    def _layer(self, i: int, x: np.ndarray, shape: tuple[int, int], rope: tuple, attend, keep: bool):
+        """Decoder layer i over the token rows x (b*t, hidden), as (x_out, what backward needs).
+
+        Everything but attention is row-local, so it runs on all rows at once. `rope` is
+        (cos, sin, per_token) for `_rotate`; `attend(i, q, k, v)` takes q, k, v positions-first
+        (b, t, heads, head_dim) after RoPE and returns (o2 (b*t, hidden), tape entries): the
+        caller decides which rows attend to which (a batch in one cache, or packed prompts)."""
+        B, cfg, P = self.B, self.cfg, self.params
+        b, t = shape
+        p = f"model.layers.{i}."
+        h, rstd1 = B.rmsnorm_fwd(x, P[p + "input_layernorm.weight"], cfg.rms_norm_eps)
+        q, k, v = self._linears(h, (p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
+                                    p + "self_attn.v_proj.weight"))
+        q = self._rotate(q.reshape(b, t, cfg.num_heads, cfg.head_dim), *rope)
+        k = self._rotate(k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim), *rope)
+        # RoPE works on (batch, positions, heads, head_dim); attend makes heads-first copies
+        o2, saved = attend(i, q, k, v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim))
+        x_mid = x + self._linear(o2, p + "self_attn.o_proj.weight")
+        h2, rstd2 = B.rmsnorm_fwd(x_mid, P[p + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
+        gate, up = self._linears(h2, (p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"))
+        act = B.swiglu_fwd(gate, up)
+        x_out = x_mid + self._linear(act, p + "mlp.down_proj.weight")
+        if not keep:
+            return x_out, None
+        return x_out, dict(x=x, h=h, rstd1=rstd1, **saved, o2=o2, x_mid=x_mid, h2=h2, rstd2=rstd2,
+                           gate=gate, up=up, act=act)
+
+    def _head(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(logits, normed rows, their rstd) of the final norm and LM head over the rows x."""
+        hf, rstd = self.B.rmsnorm_fwd(x, self.params["model.norm.weight"], self.cfg.rms_norm_eps)
+        return self._linear(hf, self._lm_head_name()), hf, rstd
+
     def forward(self, ids: np.ndarray, cache: KVCache | None = None, keep: bool = False):
         """Logits (b*t, vocab) for token ids (b, t); `keep` records what backward needs.
 
@@ -311,51 +351,70 @@ class Llama:
         if per_row and keep:
             raise ValueError("keep (training) needs one position for all rows")
         start = lengths if per_row else (cache.length if cache is not None else 0)
-        end = int(np.max(start)) + t
-        if end > cfg.max_position_embeddings:
-            raise ValueError(
-                f"{end} positions exceed the model's context of {cfg.max_position_embeddings}"
-            )
+        self._check_context(int(np.max(start)) + t)
         if per_row:
             cos, sin = self._rope_rows((lengths[:, None] + np.arange(t)[None, :]).reshape(-1))
         else:
             cos, sin = self._rope(start, t)
         tape: dict = {"ids": ids, "layers": []} if keep else {}
+
+        def attend(i, q, k, v):  # the batch's rows attend at their positions in the cache
+            q, k, v = _swap_heads_positions(q), _swap_heads_positions(k), _swap_heads_positions(v)
+            k_all, v_all = cache._write(i, k, v) if cache is not None else (k, v)
+            o, probs = self._attention(q, k_all, v_all, start)
+            return _merge_heads(o), {"q": q, "k": k, "v": v, "probs": probs}
+
         x = B.embedding_fwd(ids.reshape(-1), P["model.embed_tokens.weight"])
         for i in range(cfg.num_layers):
-            p = f"model.layers.{i}."
-            h, rstd1 = B.rmsnorm_fwd(x, P[p + "input_layernorm.weight"], cfg.rms_norm_eps)
-            # RoPE works on (batch, positions, heads, head_dim); attention on heads-first copies
-            q, k, v = self._linears(h, (p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
-                                        p + "self_attn.v_proj.weight"))
-            q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
-            k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-            v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-            q = _swap_heads_positions(self._rotate(q, cos, sin, per_row))
-            k = _swap_heads_positions(self._rotate(k, cos, sin, per_row))
-            v = _swap_heads_positions(v)
-            if cache is not None:
-                k_all, v_all = cache._write(i, k, v)
-            else:
-                k_all, v_all = k, v
-            o, probs = self._attention(q, k_all, v_all, start)
-            o2 = _merge_heads(o)
-            x_mid = x + self._linear(o2, p + "self_attn.o_proj.weight")
-            h2, rstd2 = B.rmsnorm_fwd(x_mid, P[p + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
-            gate, up = self._linears(h2, (p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"))
-            act = B.swiglu_fwd(gate, up)
-            x_out = x_mid + self._linear(act, p + "mlp.down_proj.weight")
+            x, saved = self._layer(i, x, (b, t), (cos, sin, per_row), attend, keep)
             if keep:
-                tape["layers"].append(dict(x=x, h=h, rstd1=rstd1, q=q, k=k, v=v, probs=probs, o2=o2,
-                                           x_mid=x_mid, h2=h2, rstd2=rstd2, gate=gate, up=up, act=act))
-            x = x_out
+                tape["layers"].append(saved)
         if cache is not None:
             cache._advance(b, t)
-        hf, rstd = B.rmsnorm_fwd(x, P["model.norm.weight"], cfg.rms_norm_eps)
-        logits = self._linear(hf, self._lm_head_name())
+        logits, hf, rstd = self._head(x)
         if keep:
             tape |= dict(x_final=x, hf=hf, rstd=rstd, b=b, t=t)
         return logits, tape
+
+    def prefill(self, prompts: Sequence[Sequence[int]], caches: Sequence[KVCache]) -> np.ndarray:
+        """Logits (len(prompts), vocab) of each prompt's last position, all prompts in one pass;
+        caches[i] (empty) receives prompt i's keys and values.
+
+        The prompts' tokens are packed into one block of rows for every row-local op (embedding,
+        norms, linears, RoPE at each token's own position 0..len-1, swiglu), so the linears run
+        once on many rows instead of once per prompt. Attention runs per prompt on its own slice,
+        the same `_attention` call as `forward` of that prompt alone, and the final norm and LM
+        head only on each prompt's last row. Every op is row-local or per prompt, so row i and
+        caches[i] hold the bits of `forward([prompts[i]], cache=KVCache())[0][-1]` and its cache:
+        a prompt's result never depends on the others it is packed with."""
+        if len(prompts) != len(caches) or not prompts:
+            raise ValueError("one cache per prompt, and at least one prompt")
+        if any(c.rows for c in caches) or len({id(c) for c in caches}) < len(caches):
+            raise ValueError("prefill writes into empty caches, a different one per prompt")
+        lens = [len(p) for p in prompts]
+        if min(lens) < 1:
+            raise ValueError("an empty prompt has no position to predict from")
+        self._check_context(max(lens))
+        ends = np.cumsum(lens)
+        spans = list(zip(ends - lens, ends))
+        ids = np.concatenate([np.asarray(p, np.int64) for p in prompts])
+        positions = np.concatenate([np.arange(n) for n in lens])
+        rope = (*self._rope_rows(positions), True)
+
+        def attend(i, q, k, v):  # q, k, v: (1, tokens, heads, head_dim); each prompt alone
+            outs = []
+            for (s, e), cache in zip(spans, caches):
+                qi, ki, vi = (_swap_heads_positions(a[:, s:e]) for a in (q, k, v))
+                k_all, v_all = cache._write(i, ki, vi)
+                outs.append(_merge_heads(self._attention(qi, k_all, v_all, 0)[0]))
+            return np.concatenate(outs), {}
+
+        x = self.B.embedding_fwd(ids, self.params["model.embed_tokens.weight"])
+        for i in range(self.cfg.num_layers):
+            x, _ = self._layer(i, x, (1, len(ids)), rope, attend, keep=False)
+        for cache, n in zip(caches, lens):
+            cache._advance(1, n)
+        return self._head(x[ends - 1])[0]
 
     def backward(self, tape: dict, dlogits: np.ndarray, grads: dict[str, np.ndarray]) -> None:
         """Accumulate parameter gradients of sum(dlogits * logits) into `grads` (in place).
