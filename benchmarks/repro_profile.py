@@ -1,6 +1,6 @@
 """Where a repro training step (or a generation) spends its time, op by op.
 
-Not a test. Run:  .venv/bin/python benchmarks/repro_profile.py [--threads 2] [--what train|prefill|decode]
+Not a test. Run:  .venv/bin/python benchmarks/repro_profile.py [--threads 2] [--what train|prefill|decode|batched]
 
 Every op of the numba backend is wrapped with a timer (the wrapper costs about a microsecond a
 call); matmuls are split by shape, so the table shows which products are slow. "outside ops"
@@ -21,7 +21,7 @@ import numpy as np
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--what", choices=["train", "prefill", "decode"], default="train")
+    ap.add_argument("--what", choices=["train", "prefill", "decode", "batched"], default="train")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
@@ -70,11 +70,12 @@ def main() -> int:
     elif args.what == "prefill":
         ids = rng.integers(3, cfg.vocab_size, size=(1, 48)).astype(np.int64)
         run = lambda: model.forward(ids, cache=KVCache())  # noqa: E731
-    else:
+    else:  # decode: one prompt; batched: 8 prompts of 31..52 tokens decoding together
         from bitswarm.repro.generate import generate
 
-        prompt = list(rng.integers(3, cfg.vocab_size, size=40))
-        run = lambda: generate(model, [prompt], 32, eos_ids=())  # noqa: E731
+        n = 1 if args.what == "decode" else 8
+        prompts = [list(rng.integers(3, cfg.vocab_size, size=40 if n == 1 else 31 + 3 * i)) for i in range(n)]
+        run = lambda: generate(model, prompts, 32, eos_ids=(), batch_size=n)  # noqa: E731
     run()  # warm-up: compilation, caches
     times.clear(), calls.clear()
     t = time.perf_counter()

@@ -27,7 +27,7 @@ from numba import carray
 
 from bitswarm.repro.fp import fma32
 from bitswarm.repro.kernels.cpu import matmul as _tiled
-from bitswarm.repro.kernels.cpu.matmul import _ptr, _tile_buffer
+from bitswarm.repro.kernels.cpu.matmul import NR, _ptr, _tile_buffer, _tile_fma_of
 from bitswarm.repro.kernels.cpu.dispatch import kernel
 
 SMALL_M = 8
@@ -39,6 +39,8 @@ JP = 64  # outputs per panel of a PackedWT: 4 AVX-512 vectors (at 32, LLVM unrol
 PANEL_M = 256  # up to this many rows (a prompt's prefill) a PackedWT is read as panels; beyond,
 #               the tiled kernel is faster (measured on SmolLM2's shapes, 2 threads)
 RG = 4  # rows per pass over a panel in _rows_times_panels: RG x JP accumulators = 16 vectors
+assert JP == NR  # whole RG x JP tiles run matmul's vector micro-kernel
+_tile_fma_rg = _tile_fma_of(RG)
 
 
 @kernel
@@ -184,6 +186,9 @@ def _rows_panel(ag, w, wp, c, pack, q):
     for g in range(ag.shape[0]):
         i0 = g * RG
         rows = min(RG, m - i0)
+        if rows == RG and nj == JP:  # a whole tile: the vector micro-kernel, straight into c
+            _tile_fma_rg(kk, _ptr(ag, g * kk * RG * 4), 1, RG, p, _ptr(c, (i0 * n + j0) * 4), n)
+            continue
         acc = carray(_tile_buffer(), (RG, JP))
         for r in range(RG):
             for jj in range(JP):

@@ -95,9 +95,18 @@ def _ptr(typingctx, arr, byte_offset):
 VEC = 16  # lanes of the micro-kernel's vectors (one AVX-512 register; two AVX2 ones)
 
 
-@intrinsic
-def _tile_fma(typingctx, kc, ap, ars, aks, bp, cp, ldc):
-    """The micro-kernel's loop written directly in LLVM IR: MR x NR accumulators as MR*NR/VEC
+def _tile_fma_of(mr: int):
+    """`_tile_fma` for tiles of mr rows (and NR columns)."""
+
+    @intrinsic
+    def tile_fma(typingctx, kc, ap, ars, aks, bp, cp, ldc):
+        return _tile_fma_typing(mr, kc, ars, aks, ldc)
+
+    return tile_fma
+
+
+def _tile_fma_typing(mr, kc, ars, aks, ldc):
+    """The micro-kernel's loop written directly in LLVM IR: mr x NR accumulators as mr*NR/VEC
     vectors <VEC x float>, loaded from the C tile, then for k = 0 .. kc-1 in order
     acc[r, j] = llvm.fma(a[r, k], b[k, j], acc[r, j]) (one vector fma per VEC outputs, a[r, k]
     broadcast), then stored back. Each lane is one output's own fma chain, so the bits are
@@ -124,7 +133,7 @@ def _tile_fma(typingctx, kc, ap, ars, aks, bp, cp, ldc):
         def c_offset(r, v):
             return builder.add(builder.mul(ldc, ir.Constant(i64, r)), ir.Constant(i64, v * VEC))
 
-        first = [builder.load(at(cp, c_offset(r, v)), align=4) for r in range(MR) for v in range(nv)]
+        first = [builder.load(at(cp, c_offset(r, v)), align=4) for r in range(mr) for v in range(nv)]
         entry = builder.block
         loop = builder.append_basic_block("tile_k")
         done = builder.append_basic_block("tile_done")
@@ -138,7 +147,7 @@ def _tile_fma(typingctx, kc, ap, ars, aks, bp, cp, ldc):
         undef = ir.Constant(vec, ir.Undefined)
         lanes0 = ir.Constant(ir.VectorType(i32, VEC), [0] * VEC)
         nxt = []
-        for r in range(MR):
+        for r in range(mr):
             a = builder.load(builder.gep(ap, [builder.add(builder.mul(ars, ir.Constant(i64, r)), ak)]))
             splat = builder.shuffle_vector(builder.insert_element(undef, a, ir.Constant(i32, 0)), undef, lanes0)
             nxt += [builder.call(fma, [splat, bs[v], accs[r * nv + v]]) for v in range(nv)]
@@ -155,6 +164,9 @@ def _tile_fma(typingctx, kc, ap, ars, aks, bp, cp, ldc):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+_tile_fma = _tile_fma_of(MR)
 
 
 @njit(inline="never", **_JIT)
