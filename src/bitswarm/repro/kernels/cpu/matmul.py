@@ -18,8 +18,9 @@ How it is made fast without changing that order (BLIS-style blocking):
 * The micro-kernel holds an MR x NR tile of C in registers (MR*NR/VEC vectors, written in
   LLVM IR: `_tile_fma`) and runs the fma chains of all MR*NR outputs side by side over a
   chunk of k. Each output still sees its own k in increasing order; the tile is stored
-  between k chunks, which is exact in fp32, and the chunks are visited in increasing k. Edge tiles run the same micro-kernel on a full-size
-  copy; their padded rows/columns compute on zeros and are never stored.
+  between k chunks, which is exact in fp32, and the chunks are visited in increasing k. Edge
+  tiles run the same micro-kernel on a full-size copy; their padded rows/columns compute on
+  zeros and are never stored.
 * Threads (as many as ``numba.get_num_threads()``) only split the output into independent
   blocks, handed out one at a time through an atomic counter; k is never split. So the result
   does not depend on the thread count, the scheduling, the block sizes or the tile sizes.
@@ -124,7 +125,8 @@ def _tile_fma_typing(mr, kc, ars, aks, ldc):
         kc, ap, ars, aks, bp, cp, ldc = args
         i64, i32 = ir.IntType(64), ir.IntType(32)
         vec = ir.VectorType(ir.FloatType(), VEC)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{VEC}f32")
+        fma_type = ir.FunctionType(vec, [vec, vec, vec])
+        fma = cgutils.get_or_insert_function(builder.module, fma_type, f"llvm.fma.v{VEC}f32")
         nv = NR // VEC
 
         def at(base, offset):
